@@ -27,6 +27,12 @@ def soft_target_ce(z, target):
     return torch.sum(-target * F.log_softmax(z, dim=-1), dim=-1).mean()
 
 
+def mixup_target(y_a, y_b, lam, c):
+    """timm.data.mixup.mixup_target without smoothing: what a soft-target CE needs per batch."""
+    lam = lam.unsqueeze(1)
+    return lam * F.one_hot(y_a, c) + (1 - lam) * F.one_hot(y_b, c)
+
+
 def dm_ce_loop(z, y_a, y_b, lam, eta):
     """The straightforward form: MCE plus one masked log-softmax per mixed class (a loop)."""
     loss = mixup_ce(z, y_a, y_b, lam, reduction="none")
@@ -48,6 +54,18 @@ def dm_ce_autograd(z, y_a, y_b, lam, eta):
     mce = lse_all - (share * zy).sum(1)
     dec = (torch.logaddexp(lse_r, zy) - zy).sum(1)
     return (mce + eta * dec).mean()
+
+
+def candidates(z, y_a, y_b, lam, target) -> Dict[str, Callable[[], torch.Tensor]]:
+    c = z.shape[1]
+    return {
+        "soft-target CE (timm)": lambda: soft_target_ce(z, target),
+        "soft-target CE + target build": lambda: soft_target_ce(z, mixup_target(y_a, y_b, lam, c)),
+        "MCE (dm_ssl.mixup_ce)": lambda: mixup_ce(z, y_a, y_b, lam),
+        "DM(CE) (dm_ssl)": lambda: decoupled_mixup_ce(z, y_a, y_b, lam, eta=0.1),
+        "DM(CE) autograd composition": lambda: dm_ce_autograd(z, y_a, y_b, lam, 0.1),
+        "DM(CE) loop over mixed classes": lambda: dm_ce_loop(z, y_a, y_b, lam, 0.1),
+    }
 
 
 def bench(fn: Callable[[], torch.Tensor], z: torch.Tensor, repeats: int, sync) -> float:
@@ -77,14 +95,8 @@ def run(device: torch.device, n: int, classes, repeats: int) -> None:
         y_a = torch.randint(0, c, (n,), generator=g).to(device)
         y_b = torch.randint(0, c, (n,), generator=g).to(device)
         lam = torch.rand(n, generator=g).to(device)
-        target = (lam[:, None] * F.one_hot(y_a, c) + (1 - lam[:, None]) * F.one_hot(y_b, c))
-        fns = {
-            "soft-target CE (timm)": lambda: soft_target_ce(z, target),
-            "MCE (dm_ssl.mixup_ce)": lambda: mixup_ce(z, y_a, y_b, lam),
-            "DM(CE) (dm_ssl)": lambda: decoupled_mixup_ce(z, y_a, y_b, lam, eta=0.1),
-            "DM(CE) autograd composition": lambda: dm_ce_autograd(z, y_a, y_b, lam, 0.1),
-            "DM(CE) loop over mixed classes": lambda: dm_ce_loop(z, y_a, y_b, lam, 0.1),
-        }
+        target = mixup_target(y_a, y_b, lam, c)
+        fns = candidates(z, y_a, y_b, lam, target)
         base = None
         for name, fn in fns.items():
             t = bench(fn, z, repeats, sync)
