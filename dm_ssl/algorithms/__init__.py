@@ -1,0 +1,19 @@
+"""semilearn plugins: the DM term composed into FixMatch-family hosts, and a device-aware driver.
+
+Importing this package registers ``fixmatch_dm``, ``flexmatch_dm``, ``freematch_dm`` and
+``softmatch_dm`` in semilearn's algorithm registry (it imports semilearn, unlike
+``dm_ssl.losses`` and ``dm_ssl.mixers``).
+"""
+
+from .build import build_algorithm, make_args
+from .dm_hosts import HOSTS, DecoupledMixupMixin, WithMixHead, register_all, with_decoupled_mixup
+from .dm_term import DecoupledMixupTerm, DMConfig, cosine_ramp, mix_threshold_mask
+from .driver import CheckpointError, DriverMixin, driven
+
+register_all()
+
+__all__ = [
+    "HOSTS", "CheckpointError", "DMConfig", "DecoupledMixupMixin", "DecoupledMixupTerm",
+    "DriverMixin", "WithMixHead", "build_algorithm", "cosine_ramp", "driven", "make_args",
+    "mix_threshold_mask", "register_all", "with_decoupled_mixup",
+]

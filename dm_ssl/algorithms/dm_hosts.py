@@ -1,0 +1,176 @@
+"""``*_dm`` algorithms: a semilearn host plus the DM term, composed once (spec §6.1).
+
+``with_decoupled_mixup(FixMatch, "fixmatch_dm")`` builds ``FixMatch``'s class with
+:class:`DecoupledMixupMixin` in front: its ``train_step`` is the host's ``train_step`` (called
+unchanged) plus one call of :class:`~dm_ssl.algorithms.dm_term.DecoupledMixupTerm`. What the
+term needs from the host — the weak-view probabilities and the mask — is read off the host's
+own ``call_hook("masking", ...)`` call, the seam USB gives every pseudo-labelling algorithm.
+Adding DM to another host is one line in :data:`HOSTS`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from semilearn.algorithms.utils import SSL_Argument
+from semilearn.core.utils import ALGORITHMS
+from torch import nn
+
+from .dm_term import DecoupledMixupTerm, DMConfig
+from .driver import masking_probs
+
+#: host name -> whether its thresholds are class-wise/adaptive (then L_lu uses the host's mask)
+HOSTS: Dict[str, bool] = {"fixmatch": False, "flexmatch": True, "freematch": True,
+                          "softmatch": True}
+
+
+def _optional_float(value: Any) -> Optional[float]:
+    return None if value in (None, "None", "none", "") else float(value)
+
+
+def dm_arguments() -> List[SSL_Argument]:
+    """The DM config keys with the spec's defaults (one place declares them)."""
+    d = DMConfig()
+    return [
+        SSL_Argument("--dm_w_ll", float, d.w_ll, "weight of L_ll (labeled x labeled)"),
+        SSL_Argument("--dm_w_lu", float, d.w_lu, "final weight of L_lu (cosine ramp from 0)"),
+        SSL_Argument("--dm_mixer", str, d.mixer, "mixer of dm_ssl.mixers"),
+        SSL_Argument("--dm_alpha", float, d.alpha, "Beta(alpha, alpha) of the mixing ratio"),
+        SSL_Argument("--dm_loss", str, d.loss, "dm_ce or mce (the eta = 0 ablation)"),
+        SSL_Argument("--dm_eta", float, d.eta, "decoupled weight eta"),
+        SSL_Argument("--dm_mode", str, d.mode, "both, less or more"),
+        SSL_Argument("--dm_thr", float, d.thr, "ratio threshold of dm_mode"),
+        SSL_Argument("--dm_scale", str, d.scale, "none or pow"),
+        SSL_Argument("--dm_t", float, d.t, "threshold t of scale=pow"),
+        SSL_Argument("--dm_k", float, d.k, "exponent k of scale=pow"),
+        SSL_Argument("--dm_p_mix_cutoff", _optional_float, d.p_mix_cutoff,
+                     "pseudo-label cutoff of L_lu (None: p_cutoff)"),
+        SSL_Argument("--dm_mask", str, d.mask, "auto, threshold or host"),
+        SSL_Argument("--dm_head", str, d.head, "separate (a second linear head) or shared"),
+    ]
+
+
+class WithMixHead(nn.Module):
+    """A semilearn net plus the mix head: ``forward`` is the net's, ``mix_head`` scores mixes."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, seed: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        feat_dim = getattr(backbone, "num_features", None)
+        if feat_dim is None:
+            raise ValueError(f"dm_head='separate': {type(backbone).__name__} has no "
+                             "num_features; use dm_head='shared'")
+        # initialise from its own seed: the global RNG stream (and so the host's own
+        # initialisation and data order) must not depend on whether DM is on
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.mix_head = nn.Linear(feat_dim, num_classes)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.backbone(*args, **kwargs)
+
+
+class DecoupledMixupMixin:
+    """The DM part of a ``*_dm`` algorithm; put in front of the host class."""
+
+    dm_host_mask: bool = False  # set per host by with_decoupled_mixup
+
+    def __init__(self, args, net_builder, tb_log=None, logger=None, **kwargs):
+        self.dm_cfg = DMConfig.from_args(args)     # set_model (called by the base) needs it
+        self._dm_capture: Optional[Dict[str, Any]] = None
+        super().__init__(args, net_builder, tb_log, logger, **kwargs)
+        self.dm = DecoupledMixupTerm(self.dm_cfg, seed=args.seed)
+        self.dm_use_host_mask = (self.dm_cfg.mask == "host"
+                                 or (self.dm_cfg.mask == "auto" and self.dm_host_mask))
+
+    # -- model: the mix head is part of the trained model (optimizer, EMA, checkpoints) ------
+    def _with_head(self, net: nn.Module) -> nn.Module:
+        if not (self.dm_cfg.enabled and self.dm_cfg.head == "separate"):
+            return net
+        return WithMixHead(net, self.num_classes, seed=self.args.seed + 7919)
+
+    def set_model(self):
+        return self._with_head(super().set_model())
+
+    def set_ema_model(self):
+        ema_model = self._with_head(self.net_builder(num_classes=self.num_classes))
+        ema_model.load_state_dict(self.model.state_dict())
+        return ema_model
+
+    # -- the step -----------------------------------------------------------------------------
+    def call_hook(self, fn_name, hook_name=None, *args, **kwargs):
+        out = super().call_hook(fn_name, hook_name, *args, **kwargs)
+        if self._dm_capture is not None and fn_name == "masking" and hook_name is not None:
+            self._dm_capture.update(probs=masking_probs(self, kwargs), mask=out)
+        return out
+
+    def _dm_train_step(self, **batch) -> Tuple[dict, dict]:
+        if not self.dm_cfg.enabled:  # exactly the host: no extra forward, no extra draws
+            return super().train_step(**batch)
+        self._dm_capture = {}
+        try:
+            out_dict, log_dict = super().train_step(**batch)
+            captured = self._dm_capture
+        finally:
+            self._dm_capture = None
+        if captured.get("probs") is None:
+            raise RuntimeError(f"{self.args.algorithm}: the host never called its masking hook "
+                               "with the unlabeled predictions; DM cannot attach to it")
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        net, head = ((model.backbone, model.mix_head) if isinstance(model, WithMixHead)
+                     else (model, None))
+        with self.amp_cm():
+            dm_loss, logs = self.dm(
+                net, head, batch["x_lb"], batch["y_lb"], batch["x_ulb_w"], captured["probs"],
+                captured.get("mask"), p_cutoff=float(getattr(self, "p_cutoff", 0.95)),
+                use_host_mask=self.dm_use_host_mask, it=self.it, total_it=self.num_train_iter)
+        out_dict["loss"] = out_dict["loss"] + dm_loss
+        log_dict.update(self.process_log_dict(**logs))
+        log_dict["train/total_loss"] = out_dict["loss"].item()
+        return out_dict, log_dict
+
+    # -- state --------------------------------------------------------------------------------
+    def get_save_dict(self):
+        save_dict = super().get_save_dict()
+        if self.dm_cfg.enabled:
+            save_dict["dm_state"] = self.dm.state_dict()
+        return save_dict
+
+    def restore_state(self, key: str, value: Any) -> bool:
+        """Claim the DM entries of a checkpoint (called by the driver's strict loader)."""
+        if key != "dm_state":
+            return False
+        self.dm.load_state_dict(value)
+        return True
+
+
+def with_decoupled_mixup(host: type, name: str, host_mask: bool) -> type:
+    """Register ``host`` + DM under ``name`` in semilearn's algorithm registry."""
+    host_args = host.get_argument
+
+    def train_step(self, **batch):
+        return DecoupledMixupMixin._dm_train_step(self, **batch)
+
+    # semilearn's process_batch passes exactly the keys named by train_step's signature
+    train_step.__signature__ = inspect.signature(host.train_step)
+    cls = type(f"{host.__name__}DM", (DecoupledMixupMixin, host), {
+        "__module__": __name__,
+        "__doc__": f"{host.__name__} + Decoupled Mixup (spec §6.1), registered as {name!r}.",
+        "dm_host_mask": host_mask,
+        "train_step": train_step,
+        "get_argument": staticmethod(lambda: host_args() + dm_arguments()),
+    })
+    ALGORITHMS.register(name)(cls)
+    return cls
+
+
+def register_all() -> Dict[str, type]:
+    """Register ``<host>_dm`` for every host of :data:`HOSTS` (idempotent)."""
+    out = {}
+    for host_name, host_mask in HOSTS.items():
+        name = f"{host_name}_dm"
+        out[name] = (ALGORITHMS[name] if name in ALGORITHMS
+                     else with_decoupled_mixup(ALGORITHMS[host_name], name, host_mask))
+    return out

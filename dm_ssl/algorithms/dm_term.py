@@ -1,0 +1,159 @@
+"""The DM consistency term for pseudo-labelling algorithms, written once (spec §6.1).
+
+    L = L_host + w_ll · L_ll + w_lu(t) · L_lu
+
+* ``L_ll``: labeled × labeled (a permutation of the labeled batch), DM(CE) on true labels;
+* ``L_lu``: labeled sample i × **weak** unlabeled sample i (i < N_l), λ biased toward the
+  labeled sample (max(λ, 1−λ)), targets ``(y_l, ŷ_u, λ)`` with the host's hard pseudo-labels,
+  each row weighted by ``1[max q_i ≥ τ_mix]``, ``τ_mix = min(p_cutoff, max(p_mix_cutoff, 1−λ))``,
+  or by the host's own mask (class-wise thresholds: FlexMatch, FreeMatch, SoftMatch);
+* ``w_lu(t) = w_lu · ½(1 − cos(π t / T))`` over the whole run: a true cosine ramp from 0 to w_lu
+  (spec §8.3: the reference toolbox compounds it and finishes in ~3.5k of 88k iterations).
+
+This module knows nothing about semilearn: :class:`DMConfig` holds the hyper-parameters (read
+from the config once), :class:`DecoupledMixupTerm` computes the term given the network, the
+batch and what the host produced (weak-view probabilities and mask). Hosts compose it
+(``dm_hosts.py``); Self-Tuning + DM reuses it unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from dm_ssl.losses import build_loss
+from dm_ssl.mixers import build_mixer
+
+MASKS = ("auto", "threshold", "host")
+HEADS = ("separate", "shared")
+LOSSES = ("dm_ce", "mce")
+
+
+@dataclass
+class DMConfig:
+    """DM hyper-parameters; the defaults are the official ones (spec §6.1)."""
+
+    w_ll: float = 1.0
+    w_lu: float = 1.0
+    mixer: str = "mixup"
+    alpha: float = 1.0
+    loss: str = "dm_ce"
+    eta: float = 1.0
+    mode: str = "both"
+    thr: float = 0.5
+    scale: str = "pow"
+    t: float = 1.0
+    k: float = 1.0
+    p_mix_cutoff: Optional[float] = None  # None: the host's p_cutoff
+    mask: str = "auto"                    # auto: host mask for class-wise hosts, else threshold
+    head: str = "separate"
+
+    @classmethod
+    def from_args(cls, args: Any) -> DMConfig:
+        """Read ``dm_<field>`` keys of a semilearn args namespace."""
+        return cls(**{f.name: getattr(args, f"dm_{f.name}") for f in fields(cls)
+                      if hasattr(args, f"dm_{f.name}")})
+
+    def __post_init__(self) -> None:
+        for name in ("w_ll", "w_lu", "eta"):
+            if not (float(getattr(self, name)) >= 0):
+                raise ValueError(f"dm_{name} must be >= 0, got {getattr(self, name)!r}")
+        for name, choices in (("mask", MASKS), ("head", HEADS), ("loss", LOSSES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"dm_{name} must be one of {', '.join(choices)}, "
+                                 f"got {getattr(self, name)!r}")
+        if self.p_mix_cutoff is not None and not 0 <= float(self.p_mix_cutoff) <= 1:
+            raise ValueError(f"dm_p_mix_cutoff must be in [0, 1], got {self.p_mix_cutoff!r}")
+
+    @property
+    def enabled(self) -> bool:
+        """All DM weights at 0: the algorithm is exactly its host (no extra forward, no draws)."""
+        return self.w_ll > 0 or self.w_lu > 0
+
+
+def cosine_ramp(it: int, total: int) -> float:
+    """``½(1 − cos(π t/T))``, from 0 at t = 0 to 1 at t = T (clamped)."""
+    if total <= 0:
+        return 1.0
+    return 0.5 * (1.0 - math.cos(math.pi * min(max(it, 0), total) / total))
+
+
+def mix_threshold_mask(max_prob: Tensor, lam_lb: Tensor, p_cutoff: float,
+                       p_mix_cutoff: float) -> Tensor:
+    """``1[max q_i ≥ min(p_cutoff, max(p_mix_cutoff, 1 − λ_i))]`` (spec §6.1)."""
+    tau = torch.clamp(1.0 - lam_lb.to(max_prob.dtype), min=p_mix_cutoff).clamp(max=p_cutoff)
+    return (max_prob >= tau).to(max_prob.dtype)
+
+
+class DecoupledMixupTerm:
+    """Computes ``w_ll L_ll + w_lu(t) L_lu`` for one step (spec §6.1).
+
+    The mix head (a second linear classifier on the backbone features, ``head="separate"``)
+    belongs to the trained model, not to this object, so the optimizer, EMA and checkpoints
+    see it; it is passed to :meth:`__call__`. The mixing draws use this object's own generator:
+    reproducible, resumable (see :meth:`state_dict`) and independent of the host's randomness.
+    """
+
+    def __init__(self, cfg: DMConfig, seed: int = 0) -> None:
+        self.cfg = cfg
+        loss_kw = dict(eta=cfg.eta, mode=cfg.mode, thr=cfg.thr, scale=cfg.scale, t=cfg.t,
+                       k=cfg.k) if cfg.loss == "dm_ce" else {}
+        self.criterion = build_loss(cfg.loss, **loss_kw)
+        self.mixer_ll = build_mixer(cfg.mixer, alpha=cfg.alpha)
+        self.mixer_lu = build_mixer(cfg.mixer, alpha=cfg.alpha, bias_to_a=True)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def __call__(self, net: nn.Module, head: Optional[nn.Module], x_lb: Tensor, y_lb: Tensor,
+                 x_ulb_w: Tensor, probs_ulb_w: Tensor, host_mask: Optional[Tensor],
+                 p_cutoff: float, use_host_mask: bool, it: int,
+                 total_it: int) -> Tuple[Tensor, Dict[str, float]]:
+        """Returns the weighted term and its logs.
+
+        Args:
+            net: the backbone (semilearn net: ``net(x) -> {'logits', 'feat'}``).
+            head: the mix head applied to ``feat``, or None to use the main head's logits.
+            probs_ulb_w: the host's probabilities of the weak unlabeled view (after any
+                distribution alignment); their argmax are the hard pseudo-labels.
+            host_mask: the host's mask of the unlabeled batch (used when ``use_host_mask``).
+        """
+        cfg, n_l = self.cfg, y_lb.shape[0]
+        if x_ulb_w.shape[0] < n_l:
+            raise ValueError(f"L_lu pairs labeled sample i with weak unlabeled sample i: needs "
+                             f"uratio >= 1 ({x_ulb_w.shape[0]} unlabeled < {n_l} labeled)")
+
+        def logits_of(out: Dict[str, Tensor]) -> Tensor:
+            return out["logits"] if head is None else head(out["feat"])
+
+        w_lu = cfg.w_lu * cosine_ramp(it, total_it)
+        max_prob, pseudo = probs_ulb_w[:n_l].detach().max(-1)
+        g = self.generator
+        ll = self.mixer_ll(x_lb, y_lb, generator=g, model=net)
+        lu = self.mixer_lu(x_lb, y_lb, x_b=x_ulb_w[:n_l], y_b=pseudo, generator=g, model=net)
+        if self.mixer_ll.needs_model:  # feature mixing happens inside the forward: one each
+            logits_ll, logits_lu = logits_of(ll.forward(net)), logits_of(lu.forward(net))
+        else:                          # input mixing: one forward for both mixed batches
+            logits_ll, logits_lu = logits_of(net(torch.cat([ll.x, lu.x]))).split(n_l)
+        if use_host_mask:
+            if host_mask is None:
+                raise ValueError("dm_mask='host' but the host produced no mask")
+            mask_lu = host_mask[:n_l].detach().to(logits_lu.dtype)
+        else:
+            p_mix = p_cutoff if cfg.p_mix_cutoff is None else float(cfg.p_mix_cutoff)
+            mask_lu = mix_threshold_mask(max_prob, lu.lam, p_cutoff, p_mix)
+        loss_ll = self.criterion(logits_ll, ll.y_a, ll.y_b, ll.lam)
+        loss_lu = self.criterion(logits_lu, lu.y_a, lu.y_b, lu.lam, weight=mask_lu)
+        total = cfg.w_ll * loss_ll + w_lu * loss_lu
+        logs = {"mix_ll_loss": loss_ll.item(), "mix_lu_loss": loss_lu.item(),
+                "mix_loss": total.item(), "mix_mask_ratio": mask_lu.float().mean().item(),
+                "w_lu": w_lu}
+        return total, logs

@@ -1,0 +1,271 @@
+"""A device-aware driver for semilearn (USB 0.3.2) algorithms, without editing semilearn.
+
+USB 0.3.2 cannot train on a CPU as shipped (``docs/usb-notes.md``): ``process_batch`` and
+``evaluate`` call ``.cuda()``, ``TimerHook`` records CUDA events, the FlexMatch/FreeMatch/
+SoftMatch ``load_model`` call ``.cuda()``, and
+``get_config(dict)`` never sets ``args.distributed``. Every algorithm dm_ssl builds — the host
+baselines included — is the registered semilearn class with :class:`DriverMixin` in front of it
+in the MRO, so baselines and ``*_dm`` algorithms run through exactly the same code.
+
+The mixin also makes resuming strict: a checkpoint that cannot restore every piece of state
+(model, EMA, optimizer, scheduler, iteration, the host's hook state, DM state) is refused with a
+:class:`CheckpointError` instead of training on half-loaded.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from typing import Any, Dict, Optional, Type
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from semilearn.core.hooks import Hook, TimerHook
+
+#: Where each host keeps the extra tensors its ``get_save_dict`` writes (its ``load_model``
+#: puts them back with ``.cuda()``, which is why the driver restores them itself).
+_HOOK_STATE: Dict[str, str] = {
+    "classwise_acc": "MaskingHook", "selected_label": "MaskingHook",           # flexmatch
+    "time_p": "MaskingHook", "label_hist": "MaskingHook",                      # freematch
+    "p_target": "DistAlignHook",                                               # softmatch
+    "prob_max_mu_t": "MaskingHook", "prob_max_var_t": "MaskingHook",
+}
+_OPTIONAL_KEYS = {"aim_run_hash"}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot restore the whole training state."""
+
+
+class WallClockTimerHook(Hook):
+    """``TimerHook`` without CUDA events: logs the data-loading time of each step."""
+
+    def before_run(self, algorithm):
+        self._t = time.perf_counter()
+
+    def before_train_step(self, algorithm):
+        algorithm._dm_data_time = time.perf_counter() - self._t
+
+    def after_train_step(self, algorithm):
+        algorithm.log_dict["lr"] = algorithm.optimizer.param_groups[-1]["lr"]
+        algorithm.log_dict["train/prefetch_time"] = getattr(algorithm, "_dm_data_time", 0.0)
+        self._t = time.perf_counter()
+
+
+def masking_probs(algorithm: Any, kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
+    """The unlabeled probabilities a host passed to ``call_hook("masking", ...)``.
+
+    Hosts pass probabilities with ``softmax_x_ulb=False`` (FixMatch, FlexMatch, SoftMatch) or
+    logits with the default ``softmax_x_ulb=True`` (FreeMatch)."""
+    logits = kwargs.get("logits_x_ulb")
+    if logits is None:
+        return None
+    logits = logits.detach()
+    return algorithm.compute_prob(logits) if kwargs.get("softmax_x_ulb", True) else logits
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in value.items()}
+    return value.to(device, non_blocking=True)
+
+
+class DriverMixin:
+    """Put in front of a semilearn algorithm class: device from ``args.device``."""
+
+    def __init__(self, args, net_builder, tb_log=None, logger=None, **kwargs):
+        args.distributed = getattr(args, "distributed", False)
+        self.device = torch.device(getattr(args, "device", None) or
+                                   ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type != "cuda":
+            args.amp = False  # semilearn's amp is torch.cuda.amp
+        super().__init__(args, net_builder, tb_log, logger, **kwargs)
+        self.epoch = getattr(self, "epoch", self.start_epoch)  # get_save_dict reads it
+        # parameters keep their identity under .to(), so the optimizer built above stays valid
+        self.model.to(self.device)
+        self.ema_model.to(self.device)
+        if getattr(args, "channels_last", False):
+            self.model.to(memory_format=torch.channels_last)
+            self.ema_model.to(memory_format=torch.channels_last)
+
+    # -- data -------------------------------------------------------------------------------
+    def set_dataset(self):
+        """Datasets come from ``args.dataset_dict`` (built by :mod:`dm_ssl.data`), never from
+        semilearn's loader, which downloads with torchvision and writes into site-packages."""
+        dataset_dict = getattr(self.args, "dataset_dict", None)
+        if dataset_dict is None:
+            raise ValueError("dataset_dict: build the datasets with dm_ssl.data and pass them "
+                             "in the config (dm_ssl.algorithms.build_algorithm does)")
+        dataset_dict = {"test": None, **dataset_dict}  # semilearn indexes "test" unconditionally
+        self.args.ulb_dest_len = len(dataset_dict["train_ulb"])
+        self.args.lb_dest_len = len(dataset_dict["train_lb"])
+        return dataset_dict
+
+    def process_batch(self, input_args=None, **kwargs):
+        # kept for the pseudo-label accuracy log (true labels of the unlabeled batch)
+        self._idx_ulb = kwargs.get("idx_ulb")
+        if input_args is None:
+            input_args = list(inspect.signature(self.train_step).parameters)
+        return {k: _to(v, self.device) for k, v in kwargs.items()
+                if k in input_args and v is not None}
+
+    # -- pseudo-label accuracy -----------------------------------------------------------------
+    def call_hook(self, fn_name, hook_name=None, *args, **kwargs):
+        out = super().call_hook(fn_name, hook_name, *args, **kwargs)
+        if fn_name == "masking" and hook_name is not None:
+            self._masked = (masking_probs(self, kwargs), out)
+        return out
+
+    def _driver_train_step(self, *args, **kwargs):
+        self._masked = None
+        out_dict, log_dict = super().train_step(*args, **kwargs)
+        log_dict.update(self._pseudo_label_logs())
+        return out_dict, log_dict
+
+    def _pseudo_label_logs(self) -> Dict[str, float]:
+        """Accuracy of the argmax pseudo-labels (all, and where the mask keeps them)."""
+        targets = getattr(self.dataset_dict["train_ulb"], "targets", None)
+        if self._masked is None or self._masked[0] is None or self._idx_ulb is None \
+                or targets is None:
+            return {}
+        probs, mask = self._masked
+        y_true = torch.as_tensor(np.asarray(targets)[self._idx_ulb.cpu().numpy()],
+                                 device=probs.device)
+        correct = (probs.argmax(-1) == y_true).float()
+        logs = {"train/pl_acc": correct.mean().item()}
+        if torch.is_tensor(mask) and mask.shape == correct.shape:
+            weight = mask.float()
+            if weight.sum() > 0:
+                logs["train/pl_acc_masked"] = ((correct * weight).sum() / weight.sum()).item()
+        return logs
+
+    # -- hooks ------------------------------------------------------------------------------
+    def set_hooks(self):
+        super().set_hooks()
+        if self.device.type != "cuda":
+            for i, hook in enumerate(self._hooks):
+                if type(hook) is TimerHook:
+                    timer = WallClockTimerHook()
+                    timer.priority, timer.name = hook.priority, hook.name
+                    self._hooks[i] = timer
+            self.hooks_dict = {h.name: h for h in self._hooks}
+
+    # -- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, eval_dest="eval", out_key="logits", return_logits=False):
+        """USB's evaluation (EMA weights, same keys) on ``self.device``."""
+        from sklearn.metrics import balanced_accuracy_score, f1_score
+
+        self.model.eval()
+        self.ema.apply_shadow()
+        total_loss, y_true, y_pred, logits_all = 0.0, [], [], []
+        try:
+            for data in self.loader_dict[eval_dest]:
+                x, y = _to(data["x_lb"], self.device), data["y_lb"].to(self.device)
+                logits = self.model(x)[out_key]
+                total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+                y_true.append(y.cpu())
+                y_pred.append(logits.argmax(-1).cpu())
+                if return_logits:
+                    logits_all.append(logits.cpu().numpy())
+        finally:
+            self.ema.restore()
+            self.model.train()
+        y_true_np, y_pred_np = torch.cat(y_true).numpy(), torch.cat(y_pred).numpy()
+        out = {
+            f"{eval_dest}/loss": total_loss / max(len(y_true_np), 1),
+            f"{eval_dest}/top-1-acc": float((y_true_np == y_pred_np).mean()),
+            f"{eval_dest}/balanced_acc": float(balanced_accuracy_score(y_true_np, y_pred_np)),
+            f"{eval_dest}/F1": float(f1_score(y_true_np, y_pred_np, average="macro")),
+        }
+        if return_logits:
+            out[f"{eval_dest}/logits"] = np.concatenate(logits_all)
+        return out
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def load_model(self, load_path):
+        """Restore every piece of training state, or refuse (:class:`CheckpointError`)."""
+        try:
+            checkpoint = torch.load(load_path, map_location="cpu", weights_only=False)
+        except Exception as err:  # unreadable file: say which one
+            raise CheckpointError(f"cannot read checkpoint {load_path}: {err}") from None
+        if not isinstance(checkpoint, dict):
+            raise CheckpointError(f"{load_path} is not a training checkpoint")
+        expected = set(self.get_save_dict()) - _OPTIONAL_KEYS
+        missing = sorted(expected - set(checkpoint))
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {load_path} lacks {missing}: it was not written by this algorithm "
+                f"({self.args.algorithm}) with this configuration; refusing to resume "
+                "half-loaded")
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+            self.ema_model.load_state_dict(checkpoint["ema_model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(checkpoint["scheduler"])
+            self.loss_scaler.load_state_dict(checkpoint["loss_scaler"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"checkpoint {load_path} does not fit this model/optimizer: "
+                                  f"{err}") from None
+        self.it, self.start_epoch = checkpoint["it"], checkpoint["epoch"]
+        self.epoch = self.start_epoch
+        self.best_it, self.best_eval_acc = checkpoint["best_it"], checkpoint["best_eval_acc"]
+        base = {"model", "ema_model", "optimizer", "scheduler", "loss_scaler", "it", "epoch",
+                "best_it", "best_eval_acc"}
+        for key in sorted(expected - base):
+            self.load_extra_state(key, checkpoint[key], load_path)
+        self.print_fn(f"resumed from {load_path} at iteration {self.it}")
+        return checkpoint
+
+    def load_extra_state(self, key: str, value: Any, load_path: str) -> None:
+        """Put back one extra entry of ``get_save_dict`` (host hook state, DM state).
+
+        Classes behind this mixin may define ``restore_state(key, value) -> bool`` to claim
+        their own keys (the DM mixin does for ``dm_state``)."""
+        claim = getattr(self, "restore_state", None)
+        if claim is not None and claim(key, value):
+            return
+        hook_name = _HOOK_STATE.get(key)
+        if hook_name is None:  # p_model lives in MaskingHook (freematch) or DistAlignHook
+            owners = [n for n, h in self.hooks_dict.items() if hasattr(h, key)]
+            hook_name = owners[0] if len(owners) == 1 else None
+            if key == "p_model" and "DistAlignHook" in self.hooks_dict:
+                hook_name = "DistAlignHook"
+        if hook_name is None or not hasattr(self.hooks_dict.get(hook_name), key):
+            raise CheckpointError(f"checkpoint {load_path}: no place to restore {key!r}")
+        setattr(self.hooks_dict[hook_name], key,
+                value.to(self.device) if torch.is_tensor(value) else value)
+
+    def save_model(self, save_name, save_path):
+        """Atomic save: a crash while writing never destroys the previous checkpoint."""
+        os.makedirs(save_path, exist_ok=True)
+        target = os.path.join(save_path, save_name)
+        tmp = target + ".tmp"
+        torch.save(self.get_save_dict(), tmp)
+        os.replace(tmp, target)
+        self.print_fn(f"model saved: {target}")
+
+
+_DRIVEN: Dict[type, type] = {}
+
+
+def driven(cls: Type) -> Type:
+    """``cls`` with :class:`DriverMixin` in front (cached, so isinstance checks hold)."""
+    if issubclass(cls, DriverMixin):
+        return cls
+    if cls not in _DRIVEN:
+        def train_step(self, *args, **kwargs):
+            return DriverMixin._driver_train_step(self, *args, **kwargs)
+
+        # semilearn's process_batch passes exactly the keys named by train_step's signature
+        train_step.__signature__ = inspect.signature(cls.train_step)
+        _DRIVEN[cls] = type(cls.__name__, (DriverMixin, cls),
+                            {"__module__": __name__, "train_step": train_step})
+    return _DRIVEN[cls]
+
+
+def default_device(device: Optional[str] = None) -> str:
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
