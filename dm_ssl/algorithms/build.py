@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Mapping, Optional
 
-from semilearn.core.utils import ALGORITHMS, get_net_builder
+from semilearn.core.utils import ALGORITHMS
+
+from dm_ssl.nets import get_net_builder
 
 from .driver import driven
 
@@ -29,11 +31,12 @@ def build_algorithm(config: Mapping[str, Any], dataset_dict: Dict[str, Any],
     """Build ``config['algorithm']`` (any registered semilearn algorithm) behind the driver.
 
     ``dataset_dict`` holds ``train_lb``, ``train_ulb``, ``eval`` (and optionally ``test``)
-    datasets from :mod:`dm_ssl.data`; ``net_builder`` defaults to semilearn's builder of
-    ``config['net']``.
+    datasets from :mod:`dm_ssl.data`; ``net_builder`` defaults to the builder of
+    ``config['net']`` (a :mod:`dm_ssl.nets` net, else semilearn's; ``in_channels`` for ours).
     """
     args = make_args(config)
     args.dataset_dict = dataset_dict
     if net_builder is None:
-        net_builder = get_net_builder(args.net, args.net_from_name)
+        net_builder = get_net_builder(args.net, args.net_from_name,
+                                      in_channels=int(config.get("in_channels", 3)))
     return driven(ALGORITHMS[args.algorithm])(args, net_builder, tb_log, logger)

@@ -1,0 +1,294 @@
+"""``dm-ssl``: train and evaluate semilearn (USB) algorithms and their DM variants.
+
+    dm-ssl train --config FILE [--data-dir DIR] [--save-dir DIR] [--device cpu|cuda]
+                 [--set key=value ...]
+    dm-ssl eval  --checkpoint FILE [--data-dir DIR] [--device cpu|cuda]
+
+Configs are USB-style YAML read with PyYAML; ``--set`` overrides the file (values parsed as
+YAML: ``--set dm_eta=0.5 --set dm_head=shared``). Unknown keys and bad values stop the run with
+one clear message. A run lives in ``<save_dir>/<save_name>/``: the resolved ``config.yaml``, the
+label split, checkpoints, ``log.txt``, tensorboard events and ``results.json`` (best *and*
+final accuracy; USB reports only the best).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import yaml
+
+#: Keys dm_ssl reads on top of semilearn's own arguments and the algorithm's.
+DM_SSL_KEYS: Dict[str, Any] = {
+    "device": None,            # cpu | cuda | cuda:1 ...; default: cuda when available
+    "channels_last": False,    # channels_last memory format (faster convolutions on CPU)
+    "progress": True,          # a progress bar with the live losses
+    "dataset_options": {},     # passed to the dataset reader (digits: size, channels, ...)
+    "hflip": None,             # horizontal flip in the weak/strong views (default per dataset)
+    "in_channels": 3,          # input channels of dm_ssl's own nets (small_cnn)
+}
+_CKPT = "latest_model.pth"
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key or file."""
+
+
+# -- config ----------------------------------------------------------------------------------
+def load_config(path: str) -> Dict[str, Any]:
+    try:
+        with open(path) as fh:
+            cfg = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of key: value")
+    return cfg
+
+
+def apply_overrides(cfg: Dict[str, Any], pairs: Sequence[str]) -> Dict[str, Any]:
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        try:
+            cfg[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            cfg[key.strip()] = value
+    return cfg
+
+
+def known_keys(algorithm: str) -> Dict[str, Any]:
+    """Every key a config for ``algorithm`` may hold, with its default."""
+    from dm_ssl.algorithms import make_args
+
+    return {**vars(make_args({"algorithm": algorithm})), **DM_SSL_KEYS}
+
+
+def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Fill defaults, refuse unknown keys and badly typed values (naming the key)."""
+    import dm_ssl.algorithms  # noqa: F401  (registers the *_dm algorithms)
+
+    if "algorithm" not in cfg:
+        raise ConfigError("config: missing key 'algorithm'")
+    try:
+        defaults = known_keys(cfg["algorithm"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    unknown = sorted(set(cfg) - set(defaults))
+    if unknown:
+        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, defaults, 1))
+                 else k for k in unknown]
+        raise ConfigError(f"unknown config key(s): {', '.join(hints)}")
+    for key, value in list(cfg.items()):
+        cfg[key] = _coerce(key, value, defaults[key])
+    out = {**{k: v for k, v in DM_SSL_KEYS.items()}, **cfg}
+    out.setdefault("save_name", f"{cfg['algorithm']}_{cfg.get('dataset', 'cifar10')}")
+    for key in ("num_labels", "num_train_iter", "batch_size"):
+        if key in out and (not isinstance(out[key], int) or out[key] <= 0):
+            raise ConfigError(f"config key {key!r} must be a positive integer, got {out[key]!r}")
+    return out
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Check ``value`` against the type of ``default``; accept numeric strings (PyYAML reads
+    ``3e-2`` as a string) and integral floats for integer keys."""
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r} must be true/false, got {value!r}")
+    if isinstance(default, (int, float)):
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            number = value
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        if isinstance(default, int):
+            if float(number) != int(number):
+                raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+            return int(number)
+        return float(number)
+    return value
+
+
+def set_seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# -- train -----------------------------------------------------------------------------------
+def _progress_hook(total: int):
+    from semilearn.core.hooks import Hook
+    from tqdm import tqdm
+
+    class ProgressHook(Hook):
+        def before_run(self, algorithm):
+            self.bar = tqdm(total=total, initial=algorithm.it, desc=algorithm.args.save_name,
+                            dynamic_ncols=True, file=sys.stderr)
+
+        def after_train_step(self, algorithm):
+            logs = algorithm.log_dict
+            shown = {k.split("/")[-1]: f"{v:.3f}" for k, v in logs.items()
+                     if k.endswith("_loss") or k.endswith("ratio") or k.endswith("top-1-acc")}
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(1)
+
+        def after_run(self, algorithm):
+            self.bar.close()
+
+    return ProgressHook()
+
+
+def prepare_run(cfg: Dict[str, Any]):
+    """Datasets, logger, tensorboard and the algorithm for a validated config."""
+    from semilearn.core.utils import TBLog, get_logger
+
+    from dm_ssl.algorithms import build_algorithm
+    from dm_ssl.data import DatasetError, build_ssl_datasets
+
+    run_dir = Path(cfg["save_dir"]) / cfg["save_name"]
+    try:
+        dsets, info = build_ssl_datasets(
+            cfg.get("dataset", "cifar10"), cfg.get("data_dir"), cfg["num_labels"], cfg["seed"],
+            run_dir, algorithm=cfg["algorithm"],
+            include_lb_to_ulb=cfg.get("include_lb_to_ulb", True), img_size=cfg.get("img_size"),
+            crop_ratio=cfg.get("crop_ratio", 0.875), hflip=cfg.get("hflip"),
+            **(cfg.get("dataset_options") or {}))
+    except DatasetError as err:
+        raise ConfigError(str(err)) from None
+    if "num_classes" in cfg and cfg["num_classes"] != info.num_classes:
+        raise ConfigError(f"config key 'num_classes' is {cfg['num_classes']} but dataset "
+                          f"{info.name!r} has {info.num_classes} classes")
+    cfg = {**cfg, "num_classes": info.num_classes, "img_size": info.img_size}
+    logger = get_logger(cfg["save_name"], str(run_dir))
+    tb_log = TBLog(str(run_dir), "tensorboard", use_tensorboard=True)
+    alg = build_algorithm(cfg, dsets, tb_log, logger)
+    return alg, info, run_dir
+
+
+def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    cfg = validate(cfg)
+    run_dir = Path(cfg["save_dir"]) / cfg["save_name"]
+    ckpt = Path(cfg.get("load_path") or run_dir / _CKPT)
+    if cfg.get("resume") and not ckpt.exists():
+        raise ConfigError(f"resume: no checkpoint at {ckpt}")
+    if not cfg.get("resume") and (run_dir / _CKPT).exists():
+        raise ConfigError(f"{run_dir} already holds a run (checkpoints, results): pass "
+                          "--set resume=true to continue it, or choose another save_name")
+    set_seed(cfg["seed"])
+    alg, info, run_dir = prepare_run(cfg)
+    with open(run_dir / "config.yaml", "w") as fh:
+        yaml.safe_dump({k: v for k, v in cfg.items() if k != "dataset_dict"}, fh,
+                       sort_keys=False)
+    if cfg.get("progress", True):
+        alg.register_hook(_progress_hook(alg.num_train_iter), "ProgressHook", "LOWEST")
+    if cfg.get("resume"):
+        alg.load_model(str(ckpt))
+    alg.train()
+    final = alg.evaluate("eval")
+    results = {
+        "algorithm": cfg["algorithm"], "dataset": info.name, "num_labels": info.num_labels,
+        "seed": cfg["seed"], "iterations": alg.it,
+        "best_acc": float(alg.best_eval_acc), "best_it": int(alg.best_it) + 1,
+        "final_acc": final["eval/top-1-acc"], "final_it": alg.it,
+    }
+    _atomic_json(run_dir / "results.json", results)
+    alg.print_fn(f"results: {json.dumps(results)}")
+    return results
+
+
+def evaluate(checkpoint: str, data_dir: Optional[str] = None,
+             device: Optional[str] = None) -> Dict[str, Any]:
+    """Accuracy of a checkpoint (its EMA weights, as USB evaluates) on the evaluation set."""
+    ckpt = Path(checkpoint)
+    if not ckpt.is_file():
+        raise ConfigError(f"checkpoint {ckpt} not found")
+    cfg_path = ckpt.parent / "config.yaml"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{cfg_path} not found: dm-ssl eval needs the config.yaml that "
+                          "dm-ssl train writes next to the checkpoints")
+    cfg = validate(load_config(str(cfg_path)))
+    cfg.update(save_dir=str(ckpt.parent.parent), save_name=ckpt.parent.name, progress=False)
+    if data_dir is not None:
+        cfg["data_dir"] = data_dir
+    if device is not None:
+        cfg["device"] = device
+    alg, info, _ = prepare_run(cfg)
+    alg.load_model(str(ckpt))
+    from semilearn.core.utils import EMA
+
+    alg.ema = EMA(alg.model, alg.ema_m)
+    alg.ema.load(alg.ema_model)
+    out = alg.evaluate("eval")
+    result = {"checkpoint": str(ckpt), "iteration": alg.it, "dataset": info.name,
+              "top1": out["eval/top-1-acc"], "balanced_acc": out["eval/balanced_acc"]}
+    print(json.dumps(result))
+    return result
+
+
+def _atomic_json(path: Path, data: Dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+# -- entry point -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dm-ssl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train an algorithm from a YAML config")
+    tr.add_argument("--config", required=True)
+    tr.add_argument("--data-dir")
+    tr.add_argument("--save-dir")
+    tr.add_argument("--device")
+    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ev = sub.add_parser("eval", help="evaluate a checkpoint written by dm-ssl train")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--data-dir")
+    ev.add_argument("--device")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            cfg = apply_overrides(load_config(args.config), args.overrides)
+            for key, value in (("data_dir", args.data_dir), ("save_dir", args.save_dir),
+                               ("device", args.device)):
+                if value is not None:
+                    cfg[key] = value
+            train(cfg)
+        else:
+            evaluate(args.checkpoint, args.data_dir, args.device)
+    except ConfigError as err:
+        print(f"dm-ssl: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # one clear line for the known failure classes
+        from dm_ssl.algorithms import CheckpointError
+        from dm_ssl.data import DatasetError
+
+        if isinstance(err, (CheckpointError, DatasetError, ValueError)):
+            print(f"dm-ssl: error: {err}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

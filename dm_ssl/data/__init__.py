@@ -1,0 +1,63 @@
+"""Datasets, USB's labeled/unlabeled split and USB's transforms for dm_ssl.
+
+    dsets, info = build_ssl_datasets("cifar10", "data/", num_labels=40, seed=0,
+                                     run_dir="runs/fixmatch_dm_c10_40_s0")
+    # dsets["train_lb"], dsets["train_ulb"], dsets["eval"]: semilearn BasicDatasets
+
+- readers: :func:`load_cifar` / :func:`cifar_class_names` (official pickles, no torchvision
+  download coupling), :func:`load_digits_split` (scikit-learn's digits, offline);
+- split: :func:`ssl_split` (index-identical to semilearn 0.3.2), :func:`get_or_create_split`
+  (saved in the run directory, checked on reuse), :func:`class_balanced_subset`;
+- transforms: :func:`weak_transform`, :func:`strong_transform`, :func:`eval_transform`;
+- :func:`build_ssl_datasets` and the :data:`DATASETS` registry.
+
+Bad files raise :class:`DatasetError`. Importing this package does not import semilearn;
+:func:`build_ssl_datasets` and :class:`IndexedDataset` import it on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .cifar import CIFAR_URLS, cifar_class_names, cifar_dir, load_cifar
+from .digits import DIGITS_MEAN, DIGITS_STD, digits_class_names, load_digits_split
+from .errors import DatasetError
+from .registry import DATASETS, DatasetInfo, DatasetSpec, get_dataset_spec
+from .split import (
+    SPLIT_FILENAME,
+    class_balanced_subset,
+    get_or_create_split,
+    labels_fingerprint,
+    load_split,
+    save_split,
+    split_meta,
+    ssl_split,
+)
+from .transforms import (
+    MEAN,
+    STD,
+    ModeSafeRandAugment,
+    eval_transform,
+    strong_transform,
+    weak_transform,
+)
+
+_LAZY = {"build_ssl_datasets": "datasets", "IndexedDataset": "datasets"}
+
+
+def __getattr__(name: str) -> Any:
+    # datasets.py subclasses semilearn's BasicDataset: import it (and semilearn) on first use.
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "CIFAR_URLS", "DATASETS", "DIGITS_MEAN", "DIGITS_STD", "MEAN", "SPLIT_FILENAME", "STD",
+    "DatasetError", "DatasetInfo", "DatasetSpec", "IndexedDataset", "ModeSafeRandAugment",
+    "build_ssl_datasets", "cifar_class_names", "cifar_dir", "class_balanced_subset",
+    "digits_class_names", "eval_transform", "get_dataset_spec", "get_or_create_split",
+    "labels_fingerprint", "load_cifar", "load_digits_split", "load_split", "save_split",
+    "split_meta", "ssl_split", "strong_transform", "weak_transform",
+]

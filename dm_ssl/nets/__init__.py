@@ -1,0 +1,32 @@
+"""Networks in semilearn's interface, plus the builder lookup (dm_ssl's nets, then semilearn's).
+
+semilearn nets return ``{'logits', 'feat'}``, take ``only_feat=True`` (pooled features) and
+``only_fc=True`` (features -> logits), and expose ``num_features``; dm_ssl's follow suit so every
+algorithm, mixer hook and the DM mix head work with them unchanged.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Dict
+
+from .small_cnn import SmallCNN, small_cnn
+
+#: dm_ssl's own nets, by config name
+NETS: Dict[str, Callable[..., Any]] = {"small_cnn": small_cnn}
+
+
+def get_net_builder(name: str, from_name: bool = False, in_channels: int = 3) -> Callable:
+    """The builder for config key ``net``: a dm_ssl net, else semilearn's (WRN, ResNet, ...)."""
+    if name in NETS:
+        return partial(NETS[name], in_channels=in_channels)
+    from semilearn.core.utils import get_net_builder as semilearn_builder
+
+    try:
+        return semilearn_builder(name, from_name)
+    except Exception:  # semilearn raises bare errors for unknown names
+        raise ValueError(f"net: unknown {name!r} (dm_ssl nets: {', '.join(NETS)}; or a "
+                         "semilearn net such as wrn_28_2, wrn_28_8, resnet50)") from None
+
+
+__all__ = ["NETS", "SmallCNN", "get_net_builder", "small_cnn"]
