@@ -91,11 +91,16 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         raise ConfigError(f"unknown config key(s): {', '.join(hints)}")
     for key, value in list(cfg.items()):
         cfg[key] = _coerce(key, value, defaults[key])
-    out = {**{k: v for k, v in DM_SSL_KEYS.items()}, **cfg}
-    out.setdefault("save_name", f"{cfg['algorithm']}_{cfg.get('dataset', 'cifar10')}")
+    out = {**defaults, **cfg}  # fully resolved: config.yaml records every value used
+    if "save_name" not in cfg:
+        out["save_name"] = f"{cfg['algorithm']}_{out['dataset']}"
     for key in ("num_labels", "num_train_iter", "batch_size"):
         if key in out and (not isinstance(out[key], int) or out[key] <= 0):
             raise ConfigError(f"config key {key!r} must be a positive integer, got {out[key]!r}")
+    if out["num_train_iter"] % out["epoch"]:
+        raise ConfigError(f"config key 'epoch' ({out['epoch']}) must divide num_train_iter "
+                          f"({out['num_train_iter']}): semilearn runs num_train_iter // epoch "
+                          "iterations per epoch and would stop early")
     return out
 
 

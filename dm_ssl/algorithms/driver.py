@@ -39,6 +39,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot restore the whole training state."""
 
 
+class StepFlagHook(Hook):
+    """Marks whether hooks run inside a step (before ``it += 1``) or after the loop."""
+
+    def before_train_step(self, algorithm):
+        algorithm._mid_step = True
+
+    def after_run(self, algorithm):
+        algorithm._mid_step = False
+
+
 class WallClockTimerHook(Hook):
     """``TimerHook`` without CUDA events: logs the data-loading time of each step."""
 
@@ -143,7 +153,9 @@ class DriverMixin:
 
     # -- hooks ------------------------------------------------------------------------------
     def set_hooks(self):
+        self._mid_step = False
         super().set_hooks()
+        self.register_hook(StepFlagHook(), "StepFlagHook", "HIGHEST")
         if self.device.type != "cuda":
             for i, hook in enumerate(self._hooks):
                 if type(hook) is TimerHook:
@@ -238,6 +250,13 @@ class DriverMixin:
             raise CheckpointError(f"checkpoint {load_path}: no place to restore {key!r}")
         setattr(self.hooks_dict[hook_name], key,
                 value.to(self.device) if torch.is_tensor(value) else value)
+
+    def get_save_dict(self):
+        save_dict = super().get_save_dict()
+        # semilearn stores it + 1, right inside a step; after the loop (its final save) that
+        # counts one iteration that never ran, and a resume would skip it
+        save_dict["it"] = self.it + 1 if self._mid_step else self.it
+        return save_dict
 
     def save_model(self, save_name, save_path):
         """Atomic save: a crash while writing never destroys the previous checkpoint."""

@@ -1,0 +1,99 @@
+"""dm-ssl train / eval end to end, from config files, on generated data (CPU)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("semilearn")
+
+from dm_ssl import cli  # noqa: E402
+
+from .data.cifar_files import write_cifar10  # noqa: E402
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "ssl").rglob("*.yaml"))
+TINY = ["net=small_cnn", "num_train_iter=3", "epoch=1", "num_eval_iter=2", "batch_size=4",
+        "uratio=2", "eval_batch_size=16", "num_workers=0", "progress=false"]
+
+
+def _sets(*pairs):
+    return [a for p in pairs for a in ("--set", p)]
+
+
+def test_every_shipped_config_validates():
+    assert len(CONFIGS) == 72
+    for path in CONFIGS:
+        cfg = cli.validate(cli.load_config(str(path)))
+        assert cfg["num_labels"] in (40, 250, 4000, 400, 2500, 10000)
+        if cfg["algorithm"].endswith("_dm"):
+            assert cfg["dm_eta"] == 1.0 and cfg["dm_scale"] == "pow"
+
+
+def test_unknown_key_and_bad_values_are_clear_errors(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("algorithm: fixmatch_dm\ndataset: digits\nnum_labels: 20\n")
+    assert cli.main(["train", "--config", str(cfg), *_sets("dm_etaa=1")]) == 2
+    assert "dm_etaa (did you mean dm_eta?)" in capsys.readouterr().err
+    assert cli.main(["train", "--config", str(cfg), *_sets("lr=fast")]) == 2
+    assert "'lr' must be a number" in capsys.readouterr().err
+    assert cli.main(["train", "--config", str(cfg), *_sets("num_labels=7", *TINY)]) == 2
+    assert "num_labels" in capsys.readouterr().err
+    assert cli.main(["train", "--config", str(cfg), *_sets("num_train_iter=10", "epoch=3")]) == 2
+    assert "'epoch' (3) must divide" in capsys.readouterr().err
+    assert cli.main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    with pytest.raises(cli.ConfigError, match="resume"):
+        cli.train(cli.apply_overrides(cli.load_config(str(cfg)), ["resume=true"]))
+
+
+def test_set_values_are_typed():
+    cfg = cli.apply_overrides({}, ["a=1", "b=0.5", "c=true", "d=cutmix", "e=3e-2", "f=null"])
+    assert cfg == {"a": 1, "b": 0.5, "c": True, "d": "cutmix", "e": "3e-2", "f": None}
+    assert cli.validate({"algorithm": "fixmatch", "lr": "3e-2"})["lr"] == pytest.approx(0.03)
+
+
+def test_train_resume_refuse_and_eval_on_cifar_layout(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_cifar10(data, per_batch=10)
+    config = Path(__file__).resolve().parents[1] / "configs/ssl/cifar10/fixmatch_dm_cifar10_40.yaml"
+    argv = ["train", "--config", str(config), "--data-dir", str(data), "--save-dir",
+            str(tmp_path / "runs"), "--device", "cpu", *_sets(*TINY, "num_train_iter=2")]
+    assert cli.main(argv) == 0
+    run = tmp_path / "runs" / "fixmatch_dm_cifar10_40_0"
+    results = json.loads((run / "results.json").read_text())
+    assert {"best_acc", "final_acc", "best_it", "final_it"} <= results.keys()
+    assert results["final_it"] == 2
+    split = json.loads((run / "split.json").read_text())
+    assert yaml.safe_load((run / "config.yaml").read_text())["dm_w_ll"] == 1.0
+    assert list((run / "tensorboard").iterdir())
+    # a second run into the same directory is refused, the first one is untouched
+    before = (run / "latest_model.pth").read_bytes()
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "latest_model.pth").read_bytes() == before
+    # resume continues from the checkpoint and reuses the saved split
+    # (semilearn resumes at the next epoch: the second half is a second epoch)
+    assert cli.main(argv + _sets("resume=true", "num_train_iter=4", "epoch=2")) == 0
+    assert json.loads((run / "results.json").read_text())["final_it"] == 4
+    assert json.loads((run / "split.json").read_text()) == split
+    # eval of a checkpoint
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(run / "latest_model.pth"), "--data-dir",
+                     str(data), "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 <= out["top1"] <= 1.0 and out["iteration"] == 4
+    # a missing dataset is one clear error naming the file
+    assert cli.main(argv[:4] + [str(tmp_path / "nodata"), *argv[5:],
+                                *_sets("save_name=other")]) == 2
+    assert "cifar-10" in capsys.readouterr().err
+
+
+def test_digits_host_and_dm_from_the_cli(tmp_path):
+    cfg = tmp_path / "digits.yaml"
+    cfg.write_text(yaml.safe_dump({"algorithm": "flexmatch_dm", "dataset": "digits",
+                                   "num_labels": 20, "in_channels": 1, "seed": 1}))
+    assert cli.main(["train", "--config", str(cfg), "--save-dir", str(tmp_path), *_sets(*TINY)]) \
+        == 0
+    assert (tmp_path / "flexmatch_dm_digits" / "results.json").exists()

@@ -1,0 +1,30 @@
+"""The offline demo runs end to end (tiny settings) and writes its table and plot."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("semilearn")
+pytest.importorskip("matplotlib")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_smoke(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo_digits.py"), "--seeds", "0",
+         "--iters", "4", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("supervised only", "FixMatch", "FixMatch + mixup (MCE)", "FixMatch + DM(CE)"):
+        assert name in proc.stdout
+    assert "±" in proc.stdout
+    assert (out / "demo_accuracy.png").stat().st_size > 0
+    assert (out / "demo.json").exists()
+    # a second run into the same folder is refused: earlier results are never overwritten
+    again = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo_digits.py"), "--out",
+                            str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert again.returncode != 0 and "not empty" in again.stderr
