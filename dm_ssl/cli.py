@@ -28,7 +28,7 @@ import yaml
 #: Keys dm_ssl reads on top of semilearn's own arguments and the algorithm's.
 DM_SSL_KEYS: Dict[str, Any] = {
     "device": None,            # cpu | cuda | cuda:1 ...; default: cuda when available
-    "channels_last": False,    # channels_last memory format (faster convolutions on CPU)
+    "channels_last": True,     # 1.65x faster WRN-28-2 steps on CPU, same loss (bench_step.py)
     "progress": True,          # a progress bar with the live losses
     "dataset_options": {},     # passed to the dataset reader (digits: size, channels, ...)
     "hflip": None,             # horizontal flip in the weak/strong views (default per dataset)
@@ -91,6 +91,7 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         raise ConfigError(f"unknown config key(s): {', '.join(hints)}")
     for key, value in list(cfg.items()):
         cfg[key] = _coerce(key, value, defaults[key])
+    defaults["use_tensorboard"] = True  # semilearn defaults to off; dm-ssl logs by default
     out = {**defaults, **cfg}  # fully resolved: config.yaml records every value used
     if "save_name" not in cfg:
         out["save_name"] = f"{cfg['algorithm']}_{out['dataset']}"
@@ -159,6 +160,36 @@ def _progress_hook(total: int):
     return ProgressHook()
 
 
+def init_distributed(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Under ``torchrun`` (WORLD_SIZE > 1): one process per device, DDP, NCCL or gloo.
+
+    ``batch_size`` stays the global labeled batch (as in USB's configs); each process takes
+    ``batch_size / world_size`` of it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return {**cfg, "distributed": False}
+    import torch
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if cfg["batch_size"] % world:
+        raise ConfigError(f"config key 'batch_size' ({cfg['batch_size']}) must be divisible by "
+                          f"the number of processes ({world})")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return {**cfg, "distributed": True, "rank": rank, "world_size": world, "gpu": local_rank,
+            "device": device, "batch_size": cfg["batch_size"] // world,
+            "progress": cfg.get("progress", True) and rank == 0}
+
+
+def _is_main(cfg: Dict[str, Any]) -> bool:
+    return not cfg.get("distributed") or cfg.get("rank", 0) == 0
+
+
 def prepare_run(cfg: Dict[str, Any]):
     """Datasets, logger, tensorboard and the algorithm for a validated config."""
     from semilearn.core.utils import TBLog, get_logger
@@ -167,6 +198,13 @@ def prepare_run(cfg: Dict[str, Any]):
     from dm_ssl.data import DatasetError, build_ssl_datasets
 
     run_dir = Path(cfg["save_dir"]) / cfg["save_name"]
+    barrier = None
+    if cfg.get("distributed"):
+        import torch.distributed as dist
+
+        barrier = dist.barrier
+        if not _is_main(cfg):  # rank 0 writes the split first, the others read it
+            barrier()
     try:
         dsets, info = build_ssl_datasets(
             cfg.get("dataset", "cifar10"), cfg.get("data_dir"), cfg["num_labels"], cfg["seed"],
@@ -176,12 +214,16 @@ def prepare_run(cfg: Dict[str, Any]):
             **(cfg.get("dataset_options") or {}))
     except DatasetError as err:
         raise ConfigError(str(err)) from None
+    finally:
+        if barrier is not None and _is_main(cfg):
+            barrier()
     if "num_classes" in cfg and cfg["num_classes"] != info.num_classes:
         raise ConfigError(f"config key 'num_classes' is {cfg['num_classes']} but dataset "
                           f"{info.name!r} has {info.num_classes} classes")
     cfg = {**cfg, "num_classes": info.num_classes, "img_size": info.img_size}
     logger = get_logger(cfg["save_name"], str(run_dir))
-    tb_log = TBLog(str(run_dir), "tensorboard", use_tensorboard=True)
+    tb_log = TBLog(str(run_dir), "tensorboard",
+                   use_tensorboard=bool(cfg["use_tensorboard"]) and _is_main(cfg))
     alg = build_algorithm(cfg, dsets, tb_log, logger)
     return alg, info, run_dir
 
@@ -195,11 +237,13 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     if not cfg.get("resume") and (run_dir / _CKPT).exists():
         raise ConfigError(f"{run_dir} already holds a run (checkpoints, results): pass "
                           "--set resume=true to continue it, or choose another save_name")
+    resolved = dict(cfg)  # what config.yaml records: the user's (global) settings
+    cfg = init_distributed(cfg)
     set_seed(cfg["seed"])
     alg, info, run_dir = prepare_run(cfg)
-    with open(run_dir / "config.yaml", "w") as fh:
-        yaml.safe_dump({k: v for k, v in cfg.items() if k != "dataset_dict"}, fh,
-                       sort_keys=False)
+    if _is_main(cfg):
+        with open(run_dir / "config.yaml", "w") as fh:
+            yaml.safe_dump(resolved, fh, sort_keys=False)
     if cfg.get("progress", True):
         alg.register_hook(_progress_hook(alg.num_train_iter), "ProgressHook", "LOWEST")
     if cfg.get("resume"):
@@ -212,8 +256,9 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
         "best_acc": float(alg.best_eval_acc), "best_it": int(alg.best_it) + 1,
         "final_acc": final["eval/top-1-acc"], "final_it": alg.it,
     }
-    _atomic_json(run_dir / "results.json", results)
-    alg.print_fn(f"results: {json.dumps(results)}")
+    if _is_main(cfg):
+        _atomic_json(run_dir / "results.json", results)
+        alg.print_fn(f"results: {json.dumps(results)}")
     return results
 
 

@@ -4,9 +4,9 @@
 Both algorithms go through dm_ssl's driver in this one process, on the same random batch
 (WRN-28-2, 32×32, ``batch_size`` labeled + ``uratio × batch_size`` unlabeled, weak and strong
 views); a step is forward + loss + backward + SGD step, as semilearn's ParamUpdateHook does.
-Prints the median of ``--repeats`` steps after a warm-up, the ratio fixmatch_dm / fixmatch
-(target ≤ 1.15: DM adds 2·N_l of 15·N_l images), and FixMatch's training images/s with and
-without the channels_last memory format.
+Prints the median of ``--repeats`` interleaved steps after a warm-up, the ratio
+fixmatch_dm / fixmatch (target ≤ 1.15: DM adds 2·N_l of 15·N_l images), and FixMatch's
+training images/s with and without the channels_last memory format.
 
     .venv/bin/python scripts/bench_step.py [--batch-size 64] [--uratio 7] [--repeats 3]
 """
@@ -35,7 +35,7 @@ def datasets(alg: str, n: int, num_classes: int = 10):
                 eval=BasicDataset(alg, data[:8], targets[:8], num_classes, t))
 
 
-def step_time(alg_name: str, batch, args, channels_last: bool, out_dir: str) -> float:
+def build(alg_name: str, args, channels_last: bool, out_dir: str):
     import dm_ssl.algorithms as A
 
     torch.manual_seed(0)
@@ -44,22 +44,18 @@ def step_time(alg_name: str, batch, args, channels_last: bool, out_dir: str) -> 
                save_dir=out_dir, save_name=alg_name, seed=0, channels_last=channels_last)
     alg = A.build_algorithm(cfg, datasets(alg_name, args.batch_size * args.uratio))
     alg.model.train()
-    alg.ema = None
-    inputs = alg.process_batch(**batch)
-    if channels_last:
-        inputs = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                  for k, v in inputs.items()}
-    times = []
-    for i in range(args.repeats + 1):
-        t0 = time.perf_counter()
-        out, _ = alg.train_step(**inputs)
-        out["loss"].backward()
-        alg.optimizer.step()
-        alg.optimizer.zero_grad(set_to_none=True)
-        if i:  # the first step is a warm-up
-            times.append(time.perf_counter() - t0)
-        alg.it += 1
-    return statistics.median(times)
+    return alg
+
+
+def step(alg, inputs) -> tuple:
+    """One training step as semilearn's ParamUpdateHook runs it: (seconds, loss)."""
+    t0 = time.perf_counter()
+    out, _ = alg.train_step(**inputs)
+    out["loss"].backward()
+    alg.optimizer.step()
+    alg.optimizer.zero_grad(set_to_none=True)
+    alg.it += 1
+    return time.perf_counter() - t0, out["loss"].item()
 
 
 def main() -> None:
@@ -78,19 +74,32 @@ def main() -> None:
     images = n_l + 2 * n_u
     print(f"WRN-28-2, {n_l} labeled + {args.uratio} x {n_l} unlabeled (weak + strong) = "
           f"{images} images per FixMatch step, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats} steps")
+          f"median of {args.repeats} interleaved steps after one warm-up")
     with tempfile.TemporaryDirectory() as out_dir:
-        rows = {}
-        for cl in (False, True):
-            for name in ("fixmatch", "fixmatch_dm"):
-                rows[(name, cl)] = step_time(name, batch, args, cl, out_dir)
+        algs = {(name, cl): build(name, args, cl, out_dir)
+                for cl in (False, True) for name in ("fixmatch", "fixmatch_dm")}
+        inputs = {}
+        for key, alg in algs.items():
+            x = alg.process_batch(**batch)
+            if key[1]:
+                x = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                     for k, v in x.items()}
+            inputs[key] = x
+        first_loss = {key: step(alg, inputs[key])[1] for key, alg in algs.items()}  # warm-up
+        times = {key: [] for key in algs}
+        for _ in range(args.repeats):  # interleaved: drifts of the machine hit all alike
+            for key, alg in algs.items():
+                times[key].append(step(alg, inputs[key])[0])
+    med = {key: statistics.median(v) for key, v in times.items()}
     for cl in (False, True):
-        fm, dm = rows[("fixmatch", cl)], rows[("fixmatch_dm", cl)]
+        fm, dm = med[("fixmatch", cl)], med[("fixmatch_dm", cl)]
         fmt = "channels_last" if cl else "contiguous   "
         print(f"{fmt}: fixmatch {fm:.3f} s/step ({images / fm:6.1f} img/s), fixmatch_dm "
-              f"{dm:.3f} s/step, ratio {dm / fm:.3f}")
+              f"{dm:.3f} s/step, ratio fixmatch_dm/fixmatch {dm / fm:.3f}")
     print(f"channels_last speed-up of fixmatch: "
-          f"{rows[('fixmatch', False)] / rows[('fixmatch', True)]:.2f}x")
+          f"{med[('fixmatch', False)] / med[('fixmatch', True)]:.2f}x; first-step loss "
+          f"contiguous {first_loss[('fixmatch', False)]:.6f} vs channels_last "
+          f"{first_loss[('fixmatch', True)]:.6f} (same init, same batch)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from semilearn.core.hooks import Hook, TimerHook
+from torch import nn
 
 #: Where each host keeps the extra tensors its ``get_save_dict`` writes (its ``load_model``
 #: puts them back with ``.cuda()``, which is why the driver restores them itself).
@@ -76,6 +77,18 @@ def masking_probs(algorithm: Any, kwargs: Dict[str, Any]) -> Optional[torch.Tens
     return algorithm.compute_prob(logits) if kwargs.get("softmax_x_ulb", True) else logits
 
 
+class ModuleWrapper(nn.Module):
+    """Gives the EMA copy the ``module.`` prefix of the DDP-wrapped model, so semilearn's EMA
+    hook can copy state dicts between them unchanged."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+
 def _to(value: Any, device: torch.device) -> Any:
     if isinstance(value, dict):
         return {k: v.to(device, non_blocking=True) for k, v in value.items()}
@@ -87,6 +100,7 @@ class DriverMixin:
 
     def __init__(self, args, net_builder, tb_log=None, logger=None, **kwargs):
         args.distributed = getattr(args, "distributed", False)
+        self._idx_ulb, self._masked = None, None  # the last batch's, for pl_acc
         self.device = torch.device(getattr(args, "device", None) or
                                    ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type != "cuda":
@@ -99,6 +113,20 @@ class DriverMixin:
         if getattr(args, "channels_last", False):
             self.model.to(memory_format=torch.channels_last)
             self.ema_model.to(memory_format=torch.channels_last)
+        if self.distributed:
+            self._wrap_distributed()
+
+    def _wrap_distributed(self) -> None:
+        """DDP around the model (torchrun / USB's distributed mode); one process per device.
+
+        Only local rank 0 writes checkpoints and logs (semilearn tests
+        ``rank % ngpus_per_node``; on CPU processes ``ngpus_per_node`` would be 0)."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        self.ngpus_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", max(self.ngpus_per_node, 1)))
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.model = DDP(self.model, device_ids=ids, broadcast_buffers=False)
+        self.ema_model = ModuleWrapper(self.ema_model)
 
     # -- data -------------------------------------------------------------------------------
     def set_dataset(self):
@@ -213,8 +241,9 @@ class DriverMixin:
                 f"({self.args.algorithm}) with this configuration; refusing to resume "
                 "half-loaded")
         try:
-            self.model.load_state_dict(checkpoint["model"])
-            self.ema_model.load_state_dict(checkpoint["ema_model"])
+            self.model.load_state_dict(_match_prefix(checkpoint["model"], self.model))
+            self.ema_model.load_state_dict(_match_prefix(checkpoint["ema_model"],
+                                                         self.ema_model))
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             if self.scheduler is not None:
                 self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -260,12 +289,25 @@ class DriverMixin:
 
     def save_model(self, save_name, save_path):
         """Atomic save: a crash while writing never destroys the previous checkpoint."""
+        if self.distributed and self.rank != 0:
+            return
         os.makedirs(save_path, exist_ok=True)
         target = os.path.join(save_path, save_name)
         tmp = target + ".tmp"
         torch.save(self.get_save_dict(), tmp)
         os.replace(tmp, target)
         self.print_fn(f"model saved: {target}")
+
+
+def _match_prefix(state: Dict[str, Any], module: nn.Module) -> Dict[str, Any]:
+    """Add or strip the ``module.`` prefix so a DDP checkpoint loads on one device and back."""
+    wrapped = next(iter(module.state_dict()), "").startswith("module.")
+    saved = next(iter(state), "").startswith("module.")
+    if wrapped and not saved:
+        return {f"module.{k}": v for k, v in state.items()}
+    if saved and not wrapped:
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
 
 
 _DRIVEN: Dict[type, type] = {}
