@@ -1,8 +1,8 @@
 """semilearn plugins: the DM term composed into FixMatch-family hosts, and a device-aware driver.
 
-Importing this package registers ``fixmatch_dm``, ``flexmatch_dm``, ``freematch_dm`` and
-``softmatch_dm`` in semilearn's algorithm registry (it imports semilearn, unlike
-``dm_ssl.losses`` and ``dm_ssl.mixers``).
+Importing this package registers ``fixmatch_dm``, ``flexmatch_dm``, ``freematch_dm``,
+``softmatch_dm``, ``selftuning`` and ``selftuning_dm`` in semilearn's algorithm registry (it
+imports semilearn, unlike ``dm_ssl.losses`` and ``dm_ssl.mixers``).
 """
 
 from .build import build_algorithm, make_args
@@ -12,8 +12,11 @@ from .driver import CheckpointError, DriverMixin, driven
 
 register_all()
 
+from .selftuning import SelfTuning, SelfTuningDM, SelfTuningNet  # noqa: E402  (registers)
+
 __all__ = [
     "HOSTS", "CheckpointError", "DMConfig", "DecoupledMixupMixin", "DecoupledMixupTerm",
     "DriverMixin", "WithMixHead", "build_algorithm", "cosine_ramp", "driven", "make_args",
-    "mix_threshold_mask", "register_all", "with_decoupled_mixup",
+    "mix_threshold_mask", "register_all", "with_decoupled_mixup", "SelfTuning", "SelfTuningDM",
+    "SelfTuningNet",
 ]

@@ -95,7 +95,14 @@ class DecoupledMixupMixin:
         return self._with_head(super().set_model())
 
     def set_ema_model(self):
-        ema_model = self._with_head(self.net_builder(num_classes=self.num_classes))
+        # the host builds its EMA copy from the model without the mix head, then it gets one
+        model = self.model
+        self.model = model.backbone if isinstance(model, WithMixHead) else model
+        try:
+            ema_model = super().set_ema_model()
+        finally:
+            self.model = model
+        ema_model = self._with_head(ema_model)
         ema_model.load_state_dict(self.model.state_dict())
         return ema_model
 
@@ -121,6 +128,7 @@ class DecoupledMixupMixin:
         model = self.model.module if hasattr(self.model, "module") else self.model
         net, head = ((model.backbone, model.mix_head) if isinstance(model, WithMixHead)
                      else (model, None))
+        net = getattr(net, "query_encoder", net)  # hosts whose net wraps the classifier net
         with self.amp_cm():
             dm_loss, logs = self.dm(
                 net, head, batch["x_lb"], batch["y_lb"], batch["x_ulb_w"], captured["probs"],

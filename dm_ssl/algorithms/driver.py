@@ -204,7 +204,11 @@ class DriverMixin:
         try:
             for data in self.loader_dict[eval_dest]:
                 x, y = _to(data["x_lb"], self.device), data["y_lb"].to(self.device)
-                logits = self.model(x)[out_key]
+                if torch.is_tensor(x) and x.dim() == 5:  # multi-crop (10-crop): average logits
+                    b, n_crops = x.shape[:2]
+                    logits = self.model(x.flatten(0, 1))[out_key].view(b, n_crops, -1).mean(1)
+                else:
+                    logits = self.model(x)[out_key]
                 total_loss += F.cross_entropy(logits, y, reduction="sum").item()
                 y_true.append(y.cpu())
                 y_pred.append(logits.argmax(-1).cpu())
