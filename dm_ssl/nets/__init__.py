@@ -10,10 +10,29 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable, Dict
 
+from .resnet import (
+    ResNet,
+    cifar_resnet18,
+    cifar_resnext50,
+    head_lr_groups,
+    load_pretrained,
+    resnet18,
+    resnet50,
+    resnext50_32x4d,
+)
 from .small_cnn import SmallCNN, small_cnn
 
-#: dm_ssl's own nets, by config name
-NETS: Dict[str, Callable[..., Any]] = {"small_cnn": small_cnn}
+#: dm_ssl's own nets, by config name. They are looked up before semilearn's, so dm_ssl's
+#: ``resnet50`` (torchvision's trunk, offline pretrained loading, a working ``only_fc``) replaces
+#: semilearn's; its interface is a superset of semilearn's ``ResNet50``.
+NETS: Dict[str, Callable[..., Any]] = {
+    "small_cnn": small_cnn,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+    "resnext50_32x4d": resnext50_32x4d,
+    "cifar_resnet18": cifar_resnet18,
+    "cifar_resnext50": cifar_resnext50,
+}
 
 
 def get_net_builder(name: str, from_name: bool = False, in_channels: int = 3) -> Callable:
@@ -29,4 +48,6 @@ def get_net_builder(name: str, from_name: bool = False, in_channels: int = 3) ->
                          "semilearn net such as wrn_28_2, wrn_28_8, resnet50)") from None
 
 
-__all__ = ["NETS", "SmallCNN", "get_net_builder", "small_cnn"]
+__all__ = ["NETS", "ResNet", "SmallCNN", "cifar_resnet18", "cifar_resnext50", "get_net_builder",
+           "head_lr_groups", "load_pretrained", "resnet18", "resnet50", "resnext50_32x4d",
+           "small_cnn"]
