@@ -33,7 +33,15 @@ DM_SSL_KEYS: Dict[str, Any] = {
     "dataset_options": {},     # passed to the dataset reader (digits: size, channels, ...)
     "hflip": None,             # horizontal flip in the weak/strong views (default per dataset)
     "in_channels": 3,          # input channels of dm_ssl's own nets (small_cnn)
+    # fine-grained transfer (cub200, stanford_cars, fgvc_aircraft; spec §6.2)
+    "label_percent": None,     # labeled share per class (15, 30, 50); replaces num_labels
+    "label_list": None,        # a Self-Tuning image_list/train_XX.txt of your own
+    "resize": 256,             # Resize before the 224 crop
+    "ten_crop": False,         # 10-crop evaluation
+    "randaugment": True,       # RandAugment in the strong views
+    "pretrained_path": None,   # ImageNet weights file (else the torch hub / timm cache)
 }
+FINEGRAINED = ("cub200", "stanford_cars", "fgvc_aircraft")
 _CKPT = "latest_model.pth"
 
 
@@ -95,6 +103,13 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     out = {**defaults, **cfg}  # fully resolved: config.yaml records every value used
     if "save_name" not in cfg:
         out["save_name"] = f"{cfg['algorithm']}_{out['dataset']}"
+    if out["dataset"] in FINEGRAINED:
+        pct = out["label_percent"]
+        if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 < pct <= 100:
+            raise ConfigError(f"config key 'label_percent' must be in (0, 100] for "
+                              f"{out['dataset']}, got {out['label_percent']!r}")
+    if out["pretrained_path"] is not None:  # dm_ssl's name for semilearn's pretrain_path
+        out.update(use_pretrain=True, pretrain_path=str(out["pretrained_path"]))
     for key in ("num_labels", "num_train_iter", "batch_size"):
         if key in out and (not isinstance(out[key], int) or out[key] <= 0):
             raise ConfigError(f"config key {key!r} must be a positive integer, got {out[key]!r}")
@@ -206,12 +221,20 @@ def prepare_run(cfg: Dict[str, Any]):
         if not _is_main(cfg):  # rank 0 writes the split first, the others read it
             barrier()
     try:
-        dsets, info = build_ssl_datasets(
-            cfg.get("dataset", "cifar10"), cfg.get("data_dir"), cfg["num_labels"], cfg["seed"],
-            run_dir, algorithm=cfg["algorithm"],
-            include_lb_to_ulb=cfg.get("include_lb_to_ulb", True), img_size=cfg.get("img_size"),
-            crop_ratio=cfg.get("crop_ratio", 0.875), hflip=cfg.get("hflip"),
-            **(cfg.get("dataset_options") or {}))
+        if cfg["dataset"] in FINEGRAINED:
+            from dm_ssl.data import build_finegrained_ssl_datasets
+
+            dsets, info = build_finegrained_ssl_datasets(
+                cfg["dataset"], cfg.get("data_dir"), cfg["label_percent"], cfg["seed"], run_dir,
+                algorithm=cfg["algorithm"], label_list=cfg.get("label_list"),
+                resize=cfg["resize"], crop=cfg["img_size"], ten_crop=cfg["ten_crop"],
+                randaugment=cfg["randaugment"], **(cfg.get("dataset_options") or {}))
+        else:
+            dsets, info = build_ssl_datasets(
+                cfg["dataset"], cfg.get("data_dir"), cfg["num_labels"], cfg["seed"], run_dir,
+                algorithm=cfg["algorithm"], include_lb_to_ulb=cfg.get("include_lb_to_ulb", True),
+                img_size=cfg.get("img_size"), crop_ratio=cfg.get("crop_ratio", 0.875),
+                hflip=cfg.get("hflip"), **(cfg.get("dataset_options") or {}))
     except DatasetError as err:
         raise ConfigError(str(err)) from None
     finally:
@@ -333,7 +356,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from dm_ssl.algorithms import CheckpointError
         from dm_ssl.data import DatasetError
 
-        if isinstance(err, (CheckpointError, DatasetError, ValueError)):
+        if isinstance(err, (CheckpointError, DatasetError, ValueError, FileNotFoundError)):
             print(f"dm-ssl: error: {err}", file=sys.stderr)
             return 2
         raise

@@ -37,7 +37,8 @@ METHODS: Dict[str, Dict[str, Any]] = {
 def base_config(iters: int, num_labels: int) -> Dict[str, Any]:
     return {
         "dataset": "digits", "num_labels": num_labels, "net": "small_cnn", "in_channels": 1,
-        "batch_size": 16, "uratio": 4, "eval_batch_size": 600,
+        "img_size": 8, "channels_last": False, "batch_size": 16, "uratio": 4,
+        "eval_batch_size": 600,
         "num_train_iter": iters, "epoch": 1, "num_eval_iter": max(iters // 12, 1),
         "num_log_iter": iters, "lr": 0.03, "weight_decay": 5e-4, "ema_m": 0.99,
         "p_cutoff": 0.95, "num_workers": 0, "device": "cpu", "progress": False,

@@ -29,6 +29,7 @@ from semilearn.core.utils import ALGORITHMS, get_cosine_schedule_with_warmup
 from torch import Tensor, nn
 
 from dm_ssl.losses.pgc import enqueue, pgc_loss
+from dm_ssl.nets.resnet import head_lr_groups
 
 from .dm_hosts import WithMixHead, with_decoupled_mixup
 
@@ -130,12 +131,10 @@ class SelfTuning(AlgorithmBase):
     def set_optimizer(self):
         """SGD (nesterov) with the classifier head at ``st_head_lr_mult`` × lr (spec §6.2)."""
         a = self.args
-        head, rest = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (head if ".classifier." in f".{name}" or "mix_head" in name else rest).append(p)
-        groups = [{"params": rest, "lr": a.lr},
-                  {"params": head, "lr": a.lr * a.st_head_lr_mult}]
+        groups = head_lr_groups(self.model, a.lr, a.st_head_lr_mult, a.weight_decay,
+                                head_names=("classifier", "mix_head"))
+        for group in groups:  # the momentum key encoder is not trained by the optimizer
+            group["params"] = [p for p in group["params"] if p.requires_grad]
         optimizer = torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum,
                                     weight_decay=a.weight_decay, nesterov=True)
         scheduler = get_cosine_schedule_with_warmup(optimizer, self.num_train_iter,

@@ -9,10 +9,17 @@
 - split: :func:`ssl_split` (index-identical to semilearn 0.3.2), :func:`get_or_create_split`
   (saved in the run directory, checked on reuse), :func:`class_balanced_subset`;
 - transforms: :func:`weak_transform`, :func:`strong_transform`, :func:`eval_transform`;
-- :func:`build_ssl_datasets` and the :data:`DATASETS` registry.
+- :func:`build_ssl_datasets` and the :data:`DATASETS` registry;
+- fine-grained SSL transfer (CUB-200-2011, Stanford Cars, FGVC-Aircraft at 15/30/50 % labels):
+  :func:`build_finegrained_ssl_datasets`, the readers :func:`read_finegrained` /
+  :func:`read_cub200` / :func:`read_stanford_cars` / :func:`read_fgvc_aircraft`, the labeled
+  lists :func:`get_or_create_labeled_subset` and the :data:`FINEGRAINED_DATASETS` table
+  (``dm_ssl.data.finegrained``), and Self-Tuning's transforms
+  :func:`finegrained_train_transform` / :func:`finegrained_eval_transform`.
 
 Bad files raise :class:`DatasetError`. Importing this package does not import semilearn;
-:func:`build_ssl_datasets` and :class:`IndexedDataset` import it on first access.
+:func:`build_ssl_datasets`, :class:`IndexedDataset` and the names from
+``dm_ssl.data.finegrained`` import it on first access.
 """
 
 from __future__ import annotations
@@ -23,6 +30,13 @@ from typing import Any
 from .cifar import CIFAR_URLS, cifar_class_names, cifar_dir, load_cifar
 from .digits import DIGITS_MEAN, DIGITS_STD, digits_class_names, load_digits_split
 from .errors import DatasetError
+from .finegrained_transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    StackCrops,
+    finegrained_eval_transform,
+    finegrained_train_transform,
+)
 from .registry import DATASETS, DatasetInfo, DatasetSpec, get_dataset_spec
 from .split import (
     SPLIT_FILENAME,
@@ -44,6 +58,12 @@ from .transforms import (
 )
 
 _LAZY = {"build_ssl_datasets": "datasets", "IndexedDataset": "datasets"}
+_LAZY.update(dict.fromkeys((
+    "FINEGRAINED_DATASETS", "FineGrainedDataset", "FineGrainedSpec",
+    "build_finegrained_ssl_datasets", "finegrained_class_names", "finegrained_dir",
+    "get_finegrained_spec", "get_or_create_labeled_subset", "labeled_list_path", "load_rgb",
+    "read_cub200", "read_fgvc_aircraft", "read_finegrained", "read_image_list",
+    "read_stanford_cars"), "finegrained"))
 
 
 def __getattr__(name: str) -> Any:
@@ -60,4 +80,11 @@ __all__ = [
     "digits_class_names", "eval_transform", "get_dataset_spec", "get_or_create_split",
     "labels_fingerprint", "load_cifar", "load_digits_split", "load_split", "save_split",
     "split_meta", "ssl_split", "strong_transform", "weak_transform",
+    # fine-grained SSL transfer
+    "FINEGRAINED_DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "FineGrainedDataset",
+    "FineGrainedSpec", "StackCrops", "build_finegrained_ssl_datasets", "finegrained_class_names",
+    "finegrained_dir", "finegrained_eval_transform", "finegrained_train_transform",
+    "get_finegrained_spec", "get_or_create_labeled_subset", "labeled_list_path", "load_rgb",
+    "read_cub200", "read_fgvc_aircraft", "read_finegrained", "read_image_list",
+    "read_stanford_cars",
 ]
