@@ -17,10 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent /
                     "torchrun").exists(), reason="torchrun not installed")
-def test_torchrun_two_processes_cpu(tmp_path):
+@pytest.mark.parametrize("alg,extra", [
+    ("fixmatch_dm", {}),
+    ("selftuning_dm", {"st_queue_size": 2, "st_proj_dim": 8}),   # queues all-gathered
+])
+def test_torchrun_two_processes_cpu(tmp_path, alg, extra):
     cfg = tmp_path / "ddp.yaml"
     cfg.write_text(yaml.safe_dump({
-        "algorithm": "fixmatch_dm", "dataset": "digits", "num_labels": 20, "net": "small_cnn",
+        **extra, "algorithm": alg, "dataset": "digits", "num_labels": 20, "net": "small_cnn",
         "in_channels": 1, "num_train_iter": 4, "epoch": 1, "num_eval_iter": 2,
         "batch_size": 8, "uratio": 2, "eval_batch_size": 64, "num_workers": 0, "seed": 0,
         "progress": False, "device": "cpu"}))
@@ -31,7 +35,7 @@ def test_torchrun_two_processes_cpu(tmp_path):
          "--config", str(cfg), "--save-dir", str(tmp_path / "runs")],
         capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
-    run = tmp_path / "runs" / "fixmatch_dm_digits"
+    run = tmp_path / "runs" / f"{alg}_digits"
     results = json.loads((run / "results.json").read_text())
     assert results["final_it"] == 4
     assert yaml.safe_load((run / "config.yaml").read_text())["batch_size"] == 8  # global
