@@ -12,6 +12,7 @@ paper and TorchSSL) and, as ``*_wrn28x2.yaml``, WRN-28-2 (USB's own published ta
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
@@ -57,20 +58,24 @@ def config(alg: str, dataset: str, num_labels: int, net: str, seed: int = 0) -> 
     return cfg
 
 
-def main() -> None:
+def write(root: Path, configs: Iterable[dict]) -> None:
+    """Write each config to ``root/<dataset>/<save_name without the seed>.yaml``."""
     count = 0
-    for dataset, (_, splits) in SPLITS.items():
-        nets = ["wrn_28_2"] if dataset == "cifar10" else ["wrn_28_8", "wrn_28_2"]
-        for net in nets:
-            for num_labels in splits:
-                for host in HOST_KEYS:
-                    for alg in (host, f"{host}_dm"):
-                        cfg = config(alg, dataset, num_labels, net)
-                        path = ROOT / dataset / f"{cfg['save_name'].removesuffix('_0')}.yaml"
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-                        count += 1
-    print(f"wrote {count} configs under {ROOT}")
+    for cfg in configs:
+        path = root / cfg["dataset"] / f"{cfg['save_name'].removesuffix('_0')}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        count += 1
+    print(f"wrote {count} configs under {root}")
+
+
+def main() -> None:
+    write(ROOT, (config(alg, dataset, num_labels, net)
+                 for dataset, (_, splits) in SPLITS.items()
+                 for net in (["wrn_28_2"] if dataset == "cifar10" else ["wrn_28_8", "wrn_28_2"])
+                 for num_labels in splits
+                 for host in HOST_KEYS
+                 for alg in (host, f"{host}_dm")))
 
 
 if __name__ == "__main__":

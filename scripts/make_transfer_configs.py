@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from make_ssl_configs import DM_KEYS, HOST_KEYS  # noqa: E402  (same folder)
+from make_ssl_configs import DM_KEYS, HOST_KEYS, write  # noqa: E402  (same folder)
 
 ROOT = Path(__file__).resolve().parents[1] / "configs" / "transfer"
 DATASETS = {"cub200": 200, "stanford_cars": 196, "fgvc_aircraft": 100}
@@ -48,18 +47,9 @@ def config(alg: str, dataset: str, percent: int, net: str, seed: int = 0) -> dic
 
 
 def main() -> None:
-    count = 0
-    for dataset in DATASETS:
-        for percent in PERCENTS:
-            for net in NETS:
-                for host in ("selftuning", "fixmatch"):
-                    for alg in (host, f"{host}_dm"):
-                        cfg = config(alg, dataset, percent, net)
-                        path = ROOT / dataset / f"{cfg['save_name'].removesuffix('_0')}.yaml"
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-                        count += 1
-    print(f"wrote {count} configs under {ROOT}")
+    write(ROOT, (config(alg, dataset, percent, net)
+                 for dataset in DATASETS for percent in PERCENTS for net in NETS
+                 for host in ("selftuning", "fixmatch") for alg in (host, f"{host}_dm")))
 
 
 if __name__ == "__main__":

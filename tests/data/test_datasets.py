@@ -1,4 +1,3 @@
-import random
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -9,22 +8,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from dm_ssl.data import DATASETS, DatasetError, build_ssl_datasets, get_dataset_spec, ssl_split
-
-
-@pytest.fixture
-def seeded_rngs():
-    """Seed (and afterwards restore) the RNGs the transforms draw from."""
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-
-    def seed(s):
-        random.seed(s)
-        np.random.seed(s)
-        torch.manual_seed(s)
-
-    yield seed
-    random.setstate(states[0])
-    np.random.set_state(states[1])
-    torch.set_rng_state(states[2])
 
 
 def test_importing_dm_ssl_data_does_not_import_semilearn():

@@ -1,6 +1,5 @@
 import json
 import os
-import random
 import shutil
 
 import numpy as np
@@ -50,21 +49,6 @@ def fg(tmp_path, request):
 def cub(tmp_path):
     root = tmp_path / "data"
     return root, write_cub(root)
-
-
-@pytest.fixture
-def seeded_rngs():
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-
-    def seed(s):
-        random.seed(s)
-        np.random.seed(s)
-        torch.manual_seed(s)
-
-    yield seed
-    random.setstate(states[0])
-    np.random.set_state(states[1])
-    torch.set_rng_state(states[2])
 
 
 # -- readers -----------------------------------------------------------------------------------
