@@ -13,10 +13,11 @@ from .driver import CheckpointError, DriverMixin, driven
 register_all()
 
 from .selftuning import SelfTuning, SelfTuningDM, SelfTuningNet  # noqa: E402  (registers)
+from .supervised_mixup import SupervisedMixup  # noqa: E402  (registers)
 
 __all__ = [
     "HOSTS", "CheckpointError", "DMConfig", "DecoupledMixupMixin", "DecoupledMixupTerm",
     "DriverMixin", "WithMixHead", "build_algorithm", "cosine_ramp", "driven", "make_args",
     "mix_threshold_mask", "register_all", "with_decoupled_mixup", "SelfTuning", "SelfTuningDM",
-    "SelfTuningNet",
+    "SelfTuningNet", "SupervisedMixup",
 ]
