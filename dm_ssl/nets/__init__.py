@@ -36,7 +36,13 @@ NETS: Dict[str, Callable[..., Any]] = {
 
 
 def get_net_builder(name: str, from_name: bool = False, in_channels: int = 3) -> Callable:
-    """The builder for config key ``net``: a dm_ssl net, else semilearn's (WRN, ResNet, ...)."""
+    """The builder for config key ``net``: a dm_ssl net, ``timm/<model>`` (any timm model,
+    e.g. ``timm/resnet34``, ``timm/deit_small_patch16_224``, ``timm/swin_tiny_patch4_window7_224``),
+    else semilearn's (WRN, ...)."""
+    if name.startswith("timm/"):
+        from .timm_net import timm_net
+
+        return partial(timm_net, name[len("timm/"):], in_channels=in_channels)
     if name in NETS:
         return partial(NETS[name], in_channels=in_channels)
     from semilearn.core.utils import get_net_builder as semilearn_builder
