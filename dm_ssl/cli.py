@@ -40,7 +40,10 @@ DM_SSL_KEYS: Dict[str, Any] = {
     "ten_crop": False,         # 10-crop evaluation
     "randaugment": True,       # RandAugment in the strong views
     "pretrained_path": None,   # ImageNet weights file (else the torch hub / timm cache)
+    # supervised / data-efficient mixup (supervised_mixup; spec §6.3)
+    "subset_percent": None,    # class-balanced share of the training labels (15, 30, 50)
 }
+SUPERVISED = ("supervised_mixup", "fullysupervised", "supervised")
 FINEGRAINED = ("cub200", "stanford_cars", "fgvc_aircraft")
 _CKPT = "latest_model.pth"
 
@@ -100,6 +103,7 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     for key, value in list(cfg.items()):
         cfg[key] = _coerce(key, value, defaults[key])
     defaults["use_tensorboard"] = True  # semilearn defaults to off; dm-ssl logs by default
+    defaults["img_size"] = None  # the dataset's own size (semilearn's 32 suits CIFAR only)
     out = {**defaults, **cfg}  # fully resolved: config.yaml records every value used
     if "save_name" not in cfg:
         out["save_name"] = f"{cfg['algorithm']}_{out['dataset']}"
@@ -221,13 +225,22 @@ def prepare_run(cfg: Dict[str, Any]):
         if not _is_main(cfg):  # rank 0 writes the split first, the others read it
             barrier()
     try:
-        if cfg["dataset"] in FINEGRAINED:
+        if cfg["algorithm"] in SUPERVISED and cfg["dataset"] not in FINEGRAINED:
+            from dm_ssl.data import build_supervised_datasets
+
+            sets, info = build_supervised_datasets(
+                cfg["dataset"], cfg.get("data_dir"), run_dir,
+                subset_percent=cfg.get("subset_percent"), seed=cfg["seed"],
+                img_size=cfg.get("img_size"), algorithm=cfg["algorithm"])
+            # semilearn's trainer wants an unlabeled set; supervised algorithms never read it
+            dsets = {"train_lb": sets["train"], "train_ulb": sets["train"], "eval": sets["eval"]}
+        elif cfg["dataset"] in FINEGRAINED:
             from dm_ssl.data import build_finegrained_ssl_datasets
 
             dsets, info = build_finegrained_ssl_datasets(
                 cfg["dataset"], cfg.get("data_dir"), cfg["label_percent"], cfg["seed"], run_dir,
                 algorithm=cfg["algorithm"], label_list=cfg.get("label_list"),
-                resize=cfg["resize"], crop=cfg["img_size"], ten_crop=cfg["ten_crop"],
+                resize=cfg["resize"], crop=cfg["img_size"] or 224, ten_crop=cfg["ten_crop"],
                 randaugment=cfg["randaugment"], **(cfg.get("dataset_options") or {}))
         else:
             dsets, info = build_ssl_datasets(
@@ -285,9 +298,53 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return results
 
 
-def evaluate(checkpoint: str, data_dir: Optional[str] = None,
-             device: Optional[str] = None) -> Dict[str, Any]:
-    """Accuracy of a checkpoint (its EMA weights, as USB evaluates) on the evaluation set."""
+def _pixel_batches(loader, mean, std, device):
+    """The evaluation batches back in [0, 1] pixel space (the attacks' ε is in pixels)."""
+    import torch
+
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    for batch in loader:
+        yield batch["x_lb"].to(device) * s + m, batch["y_lb"].to(device)
+
+
+def robustness(alg, info, fgsm_eps: Optional[float], occlusion: bool,
+               mixed: Optional[str]) -> Dict[str, Any]:
+    """FGSM error, mixed-sample top-1/top-2 and occlusion accuracy (spec §9, Table A7, Fig. A1)
+    of the EMA weights on the evaluation set."""
+    from dm_ssl import evaluation as ev
+    from dm_ssl.mixers import build_mixer
+
+    out: Dict[str, Any] = {}
+    loader, dev = alg.loader_dict["eval"], alg.device
+    model = alg.model
+    alg.ema.apply_shadow()
+    try:
+        if fgsm_eps is not None:
+            out["fgsm_eps"] = fgsm_eps
+            out["fgsm_error"] = ev.fgsm_error_rate(
+                model, _pixel_batches(loader, info.mean, info.std, dev), eps=fgsm_eps,
+                mean=info.mean, std=info.std)
+        if mixed is not None:
+            import torch
+
+            out[f"mixed_{mixed}"] = ev.mixed_accuracy(
+                model, ({"x_lb": b["x_lb"].to(dev), "y_lb": b["y_lb"].to(dev)} for b in loader),
+                build_mixer(mixed), lam=0.5, generator=torch.Generator().manual_seed(0))
+        if occlusion:
+            out["occlusion"] = {str(k): v for k, v in ev.occlusion_accuracy(
+                model, _pixel_batches(loader, info.mean, info.std, dev),
+                mean=info.mean, std=info.std).items()}
+    finally:
+        alg.ema.restore()
+    return out
+
+
+def evaluate(checkpoint: str, data_dir: Optional[str] = None, device: Optional[str] = None,
+             fgsm_eps: Optional[float] = None, occlusion: bool = False,
+             mixed: Optional[str] = None) -> Dict[str, Any]:
+    """Accuracy of a checkpoint (its EMA weights, as USB evaluates) on the evaluation set, and
+    optionally its robustness (FGSM, mixed samples, occlusion)."""
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise ConfigError(f"checkpoint {ckpt} not found")
@@ -309,7 +366,8 @@ def evaluate(checkpoint: str, data_dir: Optional[str] = None,
     alg.ema.load(alg.ema_model)
     out = alg.evaluate("eval")
     result = {"checkpoint": str(ckpt), "iteration": alg.it, "dataset": info.name,
-              "top1": out["eval/top-1-acc"], "balanced_acc": out["eval/balanced_acc"]}
+              "top1": out["eval/top-1-acc"], "balanced_acc": out["eval/balanced_acc"],
+              **robustness(alg, info, fgsm_eps, occlusion, mixed)}
     print(json.dumps(result))
     return result
 
@@ -334,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--data-dir")
     ev.add_argument("--device")
+    ev.add_argument("--fgsm", type=float, metavar="EPS", help="FGSM error at ℓ∞ ε (8/255: 0.0314)")
+    ev.add_argument("--occlusion", action="store_true", help="accuracy vs occluded share")
+    ev.add_argument("--mixed", metavar="MIXER", help="mixed-sample top-1/top-2 with this mixer")
     return parser
 
 
@@ -348,7 +409,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     cfg[key] = value
             train(cfg)
         else:
-            evaluate(args.checkpoint, args.data_dir, args.device)
+            evaluate(args.checkpoint, args.data_dir, args.device, fgsm_eps=args.fgsm,
+                     occlusion=args.occlusion, mixed=args.mixed)
     except ConfigError as err:
         print(f"dm-ssl: error: {err}", file=sys.stderr)
         return 2

@@ -81,9 +81,13 @@ def test_train_resume_refuse_and_eval_on_cifar_layout(tmp_path, capsys):
     # eval of a checkpoint
     capsys.readouterr()
     assert cli.main(["eval", "--checkpoint", str(run / "latest_model.pth"), "--data-dir",
-                     str(data), "--device", "cpu"]) == 0
+                     str(data), "--device", "cpu", "--fgsm", "0.0314", "--occlusion",
+                     "--mixed", "cutmix"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0.0 <= out["top1"] <= 1.0 and out["iteration"] == 4
+    assert 0.0 <= out["fgsm_error"] <= 100.0 and out["fgsm_eps"] == 0.0314
+    assert set(out["mixed_cutmix"]) == {"top1", "top2"}
+    assert len(out["occlusion"]) == 10 and "0.0" in out["occlusion"]
     # a missing dataset is one clear error naming the file
     assert cli.main(argv[:4] + [str(tmp_path / "nodata"), *argv[5:],
                                 *_sets("save_name=other")]) == 2
@@ -97,3 +101,21 @@ def test_digits_host_and_dm_from_the_cli(tmp_path):
     assert cli.main(["train", "--config", str(cfg), "--save-dir", str(tmp_path), *_sets(*TINY)]) \
         == 0
     assert (tmp_path / "flexmatch_dm_digits" / "results.json").exists()
+
+
+def test_supervised_mixup_data_efficient_from_the_cli(tmp_path):
+    data = tmp_path / "data"
+    write_cifar10(data, per_batch=10)
+    cfg = tmp_path / "sup.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "algorithm": "supervised_mixup", "dataset": "cifar10", "subset_percent": 50,
+        "mix_mixers": "mixup,cutmix", "mix_loss": "dm_ce", "mix_eta": 0.1, "seed": 0}))
+    argv = ["train", "--config", str(cfg), "--data-dir", str(data), "--save-dir",
+            str(tmp_path / "runs"), *_sets(*TINY)]
+    assert cli.main(argv) == 0
+    run = tmp_path / "runs" / "supervised_mixup_cifar10"
+    assert json.loads((run / "results.json").read_text())["final_it"] == 3
+    subset = json.loads((run / "subset_50.json").read_text())["lb_idx"]
+    labels = [i % 10 for i in range(50)]                   # the fixture's labels cycle 0..9
+    counts = [sum(labels[i] == c for i in subset) for c in range(10)]
+    assert len(set(counts)) == 1 and 2 <= counts[0] <= 3   # 50 % of 5 per class, balanced

@@ -17,9 +17,13 @@
   (``dm_ssl.data.finegrained``), and Self-Tuning's transforms
   :func:`finegrained_train_transform` / :func:`finegrained_eval_transform`.
 
+- supervised / data-efficient mixup training (CIFAR, Tiny-ImageNet-200, ImageNet folders):
+  :func:`build_supervised_datasets` (``dm_ssl.data.supervised``) and the readers
+  :func:`read_tinyimagenet` / :func:`read_image_folder`.
+
 Bad files raise :class:`DatasetError`. Importing this package does not import semilearn;
 :func:`build_ssl_datasets`, :class:`IndexedDataset` and the names from
-``dm_ssl.data.finegrained`` import it on first access.
+``dm_ssl.data.finegrained`` / ``dm_ssl.data.supervised`` import it on first access.
 """
 
 from __future__ import annotations
@@ -48,6 +52,15 @@ from .split import (
     split_meta,
     ssl_split,
 )
+from .tinyimagenet import (
+    TINYIMAGENET_URL,
+    image_folder_classes,
+    read_image_folder,
+    read_tinyimagenet,
+    tinyimagenet_class_names,
+    tinyimagenet_dir,
+    tinyimagenet_wnids,
+)
 from .transforms import (
     MEAN,
     STD,
@@ -64,6 +77,10 @@ _LAZY.update(dict.fromkeys((
     "get_finegrained_spec", "get_or_create_labeled_subset", "labeled_list_path", "load_rgb",
     "read_cub200", "read_fgvc_aircraft", "read_finegrained", "read_image_list",
     "read_stanford_cars"), "finegrained"))
+_LAZY.update(dict.fromkeys((
+    "SUPERVISED_DATASETS", "SupervisedSpec", "build_supervised_datasets",
+    "get_or_create_subset", "get_supervised_spec", "subset_path", "supervised_transforms"),
+    "supervised"))
 
 
 def __getattr__(name: str) -> Any:
@@ -87,4 +104,9 @@ __all__ = [
     "get_finegrained_spec", "get_or_create_labeled_subset", "labeled_list_path", "load_rgb",
     "read_cub200", "read_fgvc_aircraft", "read_finegrained", "read_image_list",
     "read_stanford_cars",
+    # supervised / data-efficient training
+    "SUPERVISED_DATASETS", "TINYIMAGENET_URL", "SupervisedSpec", "build_supervised_datasets",
+    "get_or_create_subset", "get_supervised_spec", "image_folder_classes", "read_image_folder",
+    "read_tinyimagenet", "subset_path", "supervised_transforms", "tinyimagenet_class_names",
+    "tinyimagenet_dir", "tinyimagenet_wnids",
 ]

@@ -1,0 +1,228 @@
+"""Datasets for supervised mixup training, full and data-efficient (spec §6.3, §7).
+
+    dsets, info = build_supervised_datasets("cifar100", "data/", "runs/dm_c100_sup_30_s0",
+                                            subset_percent=30, seed=0)
+    # dsets["train"], dsets["eval"]: semilearn BasicDatasets
+
+Items are semilearn's labeled items, ``{'idx_lb', 'x_lb', 'y_lb'}`` (float tensor
+``(3, s, s)``, int64 label), for both sets: semilearn's ``BasicDataset`` makes them, so its
+trainer (``train_lb``) and its evaluation (``x_lb`` / ``y_lb`` of the eval loader) consume them
+as they are. ``idx_lb`` indexes the (sub)set; ``source_idx`` maps it back to the training set.
+
+=============  ========================  =================================================
+dataset        read with                 train / eval transform
+=============  ========================  =================================================
+cifar10/100    ``load_cifar`` (in RAM)   RandomCrop(32, pad 4) + flip / none
+tinyimagenet   ``read_tinyimagenet``     RandomCrop(64, pad 4) + flip / none
+imagenet       ``read_image_folder``     RandomResizedCrop(224) + flip / Resize(256) +
+                                         CenterCrop(224)
+=============  ========================  =================================================
+
+Path datasets open each image when its item is read. The crops pad with zeros, the usual
+supervised CIFAR recipe (USB's SSL transforms pad by reflection instead). ``img_size`` other
+than the native size (32 / 64) resizes first and then crops with the same padding of 4; for
+ImageNet it is the crop, resized from ``round(img_size / 0.875)``. Normalisation: CIFAR as in
+:mod:`dm_ssl.data.transforms` (semilearn's constants), ImageNet statistics otherwise.
+
+Data-efficient runs keep a class-balanced, seeded ``subset_percent`` % of every class of the
+training set (:func:`~dm_ssl.data.split.class_balanced_subset`); the indices are saved as
+``run_dir/subset_<percent>.json`` in ``split.json``'s format (:func:`~dm_ssl.data.save_split`:
+``lb_idx`` the subset, ``ulb_idx`` empty; meta: dataset, num_samples, num_classes, percent,
+seed, the labels' sha256, num_labels) and reused on resume; a saved subset whose settings or
+data differ is refused with a :class:`~dm_ssl.data.errors.DatasetError`. The test set is
+never subset.
+
+This module imports semilearn (seconds); ``dm_ssl.data`` imports it on first use of one of its
+names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+from .cifar import cifar_class_names, load_cifar
+from .datasets import IndexedDataset
+from .finegrained import FineGrainedDataset, _check_percent
+from .finegrained_transforms import IMAGENET_MEAN, IMAGENET_STD
+from .registry import DatasetInfo
+from .split import class_balanced_subset, labels_fingerprint, load_split, save_split
+from .tinyimagenet import (
+    image_folder_classes,
+    read_image_folder,
+    read_tinyimagenet,
+    tinyimagenet_class_names,
+)
+from .transforms import MEAN, STD
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+SUBSET_FORMAT = "subset_{percent:g}.json"
+PAD = 4  # spec §7: RandomCrop with padding 4
+IMAGENET_RESIZE_RATIO = 0.875  # 224 / 256
+
+
+@dataclass(frozen=True)
+class SupervisedSpec:
+    """One dataset of the supervised protocols.
+
+    ``read(root, split)`` returns ``(images, labels)``: uint8 ``(N, H, W, 3)`` arrays, or image
+    paths (opened lazily) when ``lazy``; ``split`` is ``"train"`` or ``"test"``.
+    ``crop`` is ``"pad"`` (RandomCrop with padding) or ``"resized"`` (RandomResizedCrop).
+    """
+
+    name: str
+    num_classes: Optional[int]  # None: as many as the folders hold
+    img_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop: str
+    lazy: bool
+    read: Callable[[PathLike, str], tuple[np.ndarray, np.ndarray]]
+    class_names: Callable[[PathLike], list[str]]
+
+
+def _cifar(name: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    return (lambda root, split: load_cifar(name, root, split),
+            lambda root: cifar_class_names(name, root))
+
+
+def _paths(reader: Callable[[PathLike, str], list[tuple[str, int]]],
+           test_split: str) -> Callable[[PathLike, str], tuple[np.ndarray, np.ndarray]]:
+    def read(root: PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+        pairs = reader(root, test_split if split == "test" else split)
+        # a numpy str array: DataLoader workers do not copy it page by page (refcounts)
+        return (np.array([p for p, _ in pairs]),
+                np.array([c for _, c in pairs], dtype=np.int64))
+    return read
+
+
+SUPERVISED_DATASETS: dict[str, SupervisedSpec] = {
+    **{name: SupervisedSpec(name, k, 32, tuple(MEAN[name]), tuple(STD[name]), "pad", False,
+                            *_cifar(name))
+       for name, k in (("cifar10", 10), ("cifar100", 100))},
+    "tinyimagenet": SupervisedSpec("tinyimagenet", 200, 64, IMAGENET_MEAN, IMAGENET_STD, "pad",
+                                   True, _paths(read_tinyimagenet, "val"),
+                                   tinyimagenet_class_names),
+    "imagenet": SupervisedSpec("imagenet", None, 224, IMAGENET_MEAN, IMAGENET_STD, "resized",
+                               True, _paths(read_image_folder, "val"), image_folder_classes),
+}
+
+
+def get_supervised_spec(dataset: str) -> SupervisedSpec:
+    if dataset not in SUPERVISED_DATASETS:
+        raise ValueError(f"unknown dataset={dataset!r} for supervised training; known: "
+                         f"{', '.join(sorted(SUPERVISED_DATASETS))}")
+    return SUPERVISED_DATASETS[dataset]
+
+
+def _normalise(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
+    return [transforms.ToTensor(), transforms.Normalize(list(mean), list(std))]
+
+
+def supervised_transforms(spec: SupervisedSpec, img_size: Optional[int] = None
+                          ) -> tuple[transforms.Compose, transforms.Compose]:
+    """``(train, eval)`` transforms of spec §7 for ``spec`` at side ``img_size``."""
+    size = spec.img_size if img_size is None else img_size
+    if isinstance(size, bool) or int(size) != size or size < 1:
+        raise ValueError(f"img_size must be a positive int, got {img_size!r}")
+    size = int(size)
+    norm = _normalise(spec.mean, spec.std)
+    flip = transforms.RandomHorizontalFlip()
+    if spec.crop == "resized":
+        resize = int(round(size / IMAGENET_RESIZE_RATIO))
+        return (transforms.Compose([transforms.RandomResizedCrop(size), flip] + norm),
+                transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(size)]
+                                   + norm))
+    head = [] if size == spec.img_size else [transforms.Resize((size, size))]
+    return (transforms.Compose(head + [transforms.RandomCrop(size, padding=PAD), flip] + norm),
+            transforms.Compose(head + norm))
+
+
+def subset_path(run_dir: PathLike, percent: float) -> Path:
+    """``run_dir/subset_<percent>.json``: the run's training subset."""
+    return Path(run_dir) / SUBSET_FORMAT.format(percent=_check_percent(percent))
+
+
+def get_or_create_subset(run_dir: PathLike, labels: Any, dataset: str, percent: float,
+                         num_classes: int, seed: int) -> tuple[np.ndarray, Path]:
+    """The run's data-efficient subset: sorted indices into ``labels`` and its file.
+
+    Read from :func:`subset_path` when present (its meta must match this call, else
+    :class:`DatasetError`), else ``percent`` % of every class drawn with ``seed`` and saved.
+    """
+    percent = _check_percent(percent)
+    labels = np.asarray(labels)
+    path = subset_path(run_dir, percent)
+    meta = {"dataset": str(dataset), "num_samples": int(len(labels)),
+            "num_classes": int(num_classes), "percent": percent, "seed": int(seed),
+            "labels_sha256": labels_fingerprint(labels)}
+    if path.exists():
+        lb_idx, _ = load_split(path, meta)
+        return np.sort(lb_idx), path
+    lb_idx = class_balanced_subset(labels, percent / 100.0, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_split(path, lb_idx, np.zeros(0, dtype=np.int64), {**meta, "num_labels": len(lb_idx)})
+    return lb_idx, path
+
+
+def build_supervised_datasets(
+        dataset: str, root: PathLike, run_dir: Optional[PathLike] = None, *,
+        subset_percent: Optional[float] = None, seed: int = 0, img_size: Optional[int] = None,
+        algorithm: str = "fullysupervised",
+) -> tuple[dict[str, Dataset], DatasetInfo]:
+    """Datasets for one supervised (or data-efficient) mixup run.
+
+    Args:
+        dataset: ``"cifar10"``, ``"cifar100"``, ``"tinyimagenet"`` or ``"imagenet"``.
+        root: where the dataset lives (see the readers); for ``imagenet`` the folder holding
+            ``train/`` and ``val/``.
+        run_dir: the run directory; needed with ``subset_percent`` (the subset is saved there).
+        subset_percent: keep this % of every class of the training set (15/30/50 in the
+            paper); None: the whole training set.
+        seed: the subset's seed.
+        img_size: side of the tensors; default 32 (CIFAR), 64 (Tiny-ImageNet), 224 (ImageNet).
+        algorithm: semilearn algorithm name given to ``BasicDataset`` (labeled items have the
+            same keys for all but defixmatch).
+
+    Returns:
+        ``({'train', 'eval'}, DatasetInfo)``; ``info.split_path`` is the subset file (None for
+        full runs), ``info.num_lb`` the training set's length, ``info.num_ulb`` 0.
+    """
+    spec = get_supervised_spec(dataset)
+    if subset_percent is not None:
+        _check_percent(subset_percent)
+        if run_dir is None:
+            raise ValueError("subset_percent needs run_dir (the subset is saved there)")
+    train_tf, eval_tf = supervised_transforms(spec, img_size)  # checked before any write
+    data, labels = spec.read(root, "train")
+    test_data, test_labels = spec.read(root, "test")
+    class_names = tuple(spec.class_names(root))
+    k = spec.num_classes if spec.num_classes is not None else len(class_names)
+    labels = np.asarray(labels, dtype=np.int64)
+    test_labels = np.asarray(test_labels, dtype=np.int64)
+
+    split_path: Optional[Path] = None
+    idx = np.arange(len(labels), dtype=np.int64)
+    if subset_percent is not None:
+        idx, split_path = get_or_create_subset(run_dir, labels, dataset, subset_percent, k, seed)
+
+    cls = FineGrainedDataset if spec.lazy else IndexedDataset
+    dsets: dict[str, Dataset] = {
+        "train": cls(algorithm, data[idx], labels[idx], k, train_tf, False, None,
+                     source_idx=idx),
+        "eval": cls(algorithm, test_data, test_labels, k, eval_tf, False, None),
+    }
+    size = spec.img_size if img_size is None else int(img_size)
+    info = DatasetInfo(
+        name=dataset, num_classes=k, class_names=class_names, img_size=size, channels=3,
+        mean=tuple(spec.mean), std=tuple(spec.std), num_labels=len(idx), seed=int(seed),
+        num_train=len(labels), num_lb=len(idx), num_ulb=0, num_eval=len(test_labels),
+        split_path=split_path)
+    return dsets, info
