@@ -232,8 +232,7 @@ def prepare_run(cfg: Dict[str, Any]):
                 cfg["dataset"], cfg.get("data_dir"), run_dir,
                 subset_percent=cfg.get("subset_percent"), seed=cfg["seed"],
                 img_size=cfg.get("img_size"), algorithm=cfg["algorithm"])
-            # semilearn's trainer wants an unlabeled set; supervised algorithms never read it
-            dsets = {"train_lb": sets["train"], "train_ulb": sets["train"], "eval": sets["eval"]}
+            dsets = {"train_lb": sets["train"], "eval": sets["eval"]}
         elif cfg["dataset"] in FINEGRAINED:
             from dm_ssl.data import build_finegrained_ssl_datasets
 
@@ -248,6 +247,9 @@ def prepare_run(cfg: Dict[str, Any]):
                 algorithm=cfg["algorithm"], include_lb_to_ulb=cfg.get("include_lb_to_ulb", True),
                 img_size=cfg.get("img_size"), crop_ratio=cfg.get("crop_ratio", 0.875),
                 hflip=cfg.get("hflip"), **(cfg.get("dataset_options") or {}))
+        if cfg["algorithm"] in SUPERVISED:
+            # semilearn's trainer wants an unlabeled set; supervised algorithms never read it
+            dsets["train_ulb"] = dsets["train_lb"]
     except DatasetError as err:
         raise ConfigError(str(err)) from None
     finally:

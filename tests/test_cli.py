@@ -119,3 +119,21 @@ def test_supervised_mixup_data_efficient_from_the_cli(tmp_path):
     labels = [i % 10 for i in range(50)]                   # the fixture's labels cycle 0..9
     counts = [sum(labels[i] == c for i in subset) for c in range(10)]
     assert len(set(counts)) == 1 and 2 <= counts[0] <= 3   # 50 % of 5 per class, balanced
+
+
+def test_every_supervised_config_validates_and_one_runs(tmp_path):
+    from .data.cifar_files import write_cifar100
+
+    configs = sorted((CONFIGS[0].parents[2] / "supervised").rglob("*.yaml"))
+    assert len(configs) == 102
+    for path in configs:
+        cfg = cli.validate(cli.load_config(str(path)))
+        assert cfg["num_train_iter"] % cfg["epoch"] == 0
+        if cfg["mix_loss"] == "dm_ce":
+            assert cfg["mix_alpha"] == "0.2" and cfg["mix_eta"] in (0.1, 1.0)
+    data = tmp_path / "data"
+    write_cifar100(data, per_class=4)
+    path = [p for p in configs if p.name == "cifar100_cifar_resnet18_mixup_dm_ce_30pct.yaml"][0]
+    argv = ["train", "--config", str(path), "--data-dir", str(data), "--save-dir",
+            str(tmp_path / "runs"), *_sets(*TINY, "net=cifar_resnet18")]
+    assert cli.main(argv) == 0

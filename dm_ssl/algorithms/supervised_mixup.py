@@ -9,6 +9,7 @@ dm_ssl's driver, like the SSL algorithms; only the labeled loader is used.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List
 
 import torch
@@ -59,6 +60,20 @@ class SupervisedMixup(FullySupervised):
         self.mix_prob = float(args.mix_prob)
         # mixing draws: own generator (reproducible, checkpointed with the DM-style state)
         self.mix_generator = torch.Generator().manual_seed(int(args.seed))
+
+    def set_optimizer(self):
+        """semilearn's SGD with a full cosine decay to 0 (the supervised recipes of spec §7),
+        not USB's SSL schedule ``cos(7πk/16K)``."""
+        optimizer, _ = super().set_optimizer()
+        total, warmup = self.num_train_iter, self.args.num_warmup_iter
+
+        def factor(k: int) -> float:  # linear warm-up, then ½(1 + cos(π t / T))
+            if k < warmup:
+                return (k + 1) / warmup
+            return 0.5 * (1.0 + math.cos(math.pi * min(k - warmup, total) / max(total - warmup,
+                                                                                   1)))
+
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     def train(self):
         """semilearn's labeled-only loop, stopping at ``num_train_iter`` (FullySupervised's

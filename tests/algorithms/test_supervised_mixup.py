@@ -64,3 +64,15 @@ def test_bad_keys_name_themselves(build_sup):
         build_sup(mix_mixers="mixup,cutmix", mix_alpha="1,1,1")
     with pytest.raises(ValueError, match="unknown mixer"):
         build_sup(mix_mixers="puzzle")
+
+
+def test_learning_rate_follows_a_full_cosine(build_sup):
+    alg = build_sup(num_train_iter=10, lr=0.1)
+    lrs = []
+    for _ in range(10):
+        lrs.append(alg.optimizer.param_groups[0]["lr"])
+        alg.optimizer.step()
+        alg.scheduler.step()
+    assert lrs[0] == pytest.approx(0.1)
+    assert lrs[5] == pytest.approx(0.05)                    # ½(1 + cos(π/2)) = ½
+    assert alg.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
