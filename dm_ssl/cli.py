@@ -112,6 +112,10 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 < pct <= 100:
             raise ConfigError(f"config key 'label_percent' must be in (0, 100] for "
                               f"{out['dataset']}, got {out['label_percent']!r}")
+    sub = out["subset_percent"]
+    if sub is not None and (isinstance(sub, bool) or not isinstance(sub, (int, float))
+                            or not 0 < sub <= 100):
+        raise ConfigError(f"config key 'subset_percent' must be in (0, 100], got {sub!r}")
     if out["pretrained_path"] is not None:  # dm_ssl's name for semilearn's pretrain_path
         out.update(use_pretrain=True, pretrain_path=str(out["pretrained_path"]))
     for key in ("num_labels", "num_train_iter", "batch_size"):

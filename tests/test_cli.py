@@ -41,6 +41,8 @@ def test_unknown_key_and_bad_values_are_clear_errors(tmp_path, capsys):
     assert "num_labels" in capsys.readouterr().err
     assert cli.main(["train", "--config", str(cfg), *_sets("num_train_iter=10", "epoch=3")]) == 2
     assert "'epoch' (3) must divide" in capsys.readouterr().err
+    assert cli.main(["train", "--config", str(cfg), *_sets("subset_percent=150")]) == 2
+    assert "'subset_percent' must be in (0, 100]" in capsys.readouterr().err
     assert cli.main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
     with pytest.raises(cli.ConfigError, match="resume"):

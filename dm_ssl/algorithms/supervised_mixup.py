@@ -54,7 +54,10 @@ class SupervisedMixup(FullySupervised):
             raise ValueError(f"mix_alpha: one value or one per mixer ({len(mixers)}), "
                              f"got {args.mix_alpha!r}")
         alphas = alphas * len(mixers) if len(alphas) == 1 else alphas
-        self.mixers = [build_mixer(m, alpha=a) for m, a in zip(mixers, alphas)]
+        try:
+            self.mixers = [build_mixer(m, alpha=a) for m, a in zip(mixers, alphas)]
+        except ValueError as err:
+            raise ValueError(f"mix_mixers / mix_alpha: {err}") from None
         self.criterion = build_loss(args.mix_loss, **loss_kwargs(args))
         self.switch_prob = float(args.mix_switch_prob)
         self.mix_prob = float(args.mix_prob)
