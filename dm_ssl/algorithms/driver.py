@@ -330,7 +330,3 @@ def driven(cls: Type) -> Type:
         _DRIVEN[cls] = type(cls.__name__, (DriverMixin, cls),
                             {"__module__": __name__, "train_step": train_step})
     return _DRIVEN[cls]
-
-
-def default_device(device: Optional[str] = None) -> str:
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
