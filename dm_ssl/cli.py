@@ -42,7 +42,16 @@ DM_SSL_KEYS: Dict[str, Any] = {
     "pretrained_path": None,   # ImageNet weights file (else the torch hub / timm cache)
     # supervised / data-efficient mixup (supervised_mixup; spec §6.3)
     "subset_percent": None,    # class-balanced share of the training labels (15, 30, 50)
+    # ImageNet recipes (PyTorch-style, DeiT, RSB A3; spec §7): timm's transforms
+    "auto_augment": None,      # timm policy, e.g. rand-m9-mstd0.5-inc1 (DeiT)
+    "reprob": 0.0,             # random erasing probability (DeiT 0.25)
+    "interpolation": "bilinear",  # resize interpolation (DeiT / RSB: bicubic)
+    "crop_pct": None,          # test-time centre-crop ratio (default 0.875; RSB A3 0.95)
+    "eval_img_size": None,     # test side when it differs from img_size (RSB A3: 224)
+    "net_options": {},         # extra net keywords, e.g. drop_path_rate for timm models
 }
+#: supervised-only transform keys and their defaults (refused elsewhere, never silently unused)
+AUGMENT_KEYS = ("auto_augment", "reprob", "interpolation", "crop_pct", "eval_img_size")
 SUPERVISED = ("supervised_mixup", "fullysupervised", "supervised")
 FINEGRAINED = ("cub200", "stanford_cars", "fgvc_aircraft")
 _CKPT = "latest_model.pth"
@@ -112,6 +121,14 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 < pct <= 100:
             raise ConfigError(f"config key 'label_percent' must be in (0, 100] for "
                               f"{out['dataset']}, got {out['label_percent']!r}")
+    if out["algorithm"] not in SUPERVISED or out["dataset"] in FINEGRAINED:
+        for key in AUGMENT_KEYS:
+            if out[key] != DM_SSL_KEYS[key]:
+                raise ConfigError(f"config key {key!r} applies to supervised training on "
+                                  "cifar10/100, tinyimagenet and imagenet only")
+    if not isinstance(out["net_options"], dict):
+        raise ConfigError(f"config key 'net_options' must be a mapping, got "
+                          f"{out['net_options']!r}")
     sub = out["subset_percent"]
     if sub is not None and (isinstance(sub, bool) or not isinstance(sub, (int, float))
                             or not 0 < sub <= 100):
@@ -235,7 +252,8 @@ def prepare_run(cfg: Dict[str, Any]):
             sets, info = build_supervised_datasets(
                 cfg["dataset"], cfg.get("data_dir"), run_dir,
                 subset_percent=cfg.get("subset_percent"), seed=cfg["seed"],
-                img_size=cfg.get("img_size"), algorithm=cfg["algorithm"])
+                img_size=cfg.get("img_size"), algorithm=cfg["algorithm"],
+                **{k: cfg[k] for k in AUGMENT_KEYS if k in cfg})
             dsets = {"train_lb": sets["train"], "eval": sets["eval"]}
         elif cfg["dataset"] in FINEGRAINED:
             from dm_ssl.data import build_finegrained_ssl_datasets

@@ -9,7 +9,20 @@ epochs; data-efficient CIFAR-100 at 15/30/50 % labels (A8, 400 epochs); fine-gra
 FGVC-Aircraft from ImageNet weights, 200 epochs, lr 0.001, wd 5e-4, batch 16 (A6). DM(CE) uses
 η = 0.1 (static mixers, CIFAR-100; ResNeXt-50) or 1 (ResNet-18 on Tiny-ImageNet and
 fine-grained) and, with DM, α = 0.2 (spec §3, appendix B.3); MCE baselines use each mixer's
-usual α. The ImageNet recipes (DeiT, RSB) and the dynamic mixers are not generated yet.
+usual α.
+
+ImageNet-1k (Table A1, spec §7), ``configs/supervised/imagenet/``, from timm's parts:
+- PyTorch-style: SGD lr 0.1, batch 256, wd 1e-4, 100 epochs, cosine; RandomResizedCrop 224 +
+  flip; ResNet-18/34/50 × Mixup / CutMix (α 0.2) × MCE / DM(CE) (η 0.1);
+- DeiT: timm ``adamw`` lr 1e-3, batch 1024, wd 0.05, 300 epochs, 5 warm-up epochs from 1e-6,
+  cosine to 1e-5, RandAugment ``rand-m9-mstd0.5-inc1``, random erasing 0.25, repeated
+  augmentation ×3, Mixup 0.8 / CutMix 1.0 switched with p 0.5, label smoothing 0.1, EMA
+  0.99996, bicubic, drop-path 0.1 (DeiT-S) / 0.2 (Swin-T); MCE / DM(CE) (η 0.1, the recipe's
+  own α);
+- RSB A3: timm ``lamb`` lr 8e-3, batch 2048, wd 0.02, 100 epochs, 5 warm-up epochs, cosine,
+  train 160 / test 224 (crop 0.95), ``rand-m6-mstd0.5-inc1``, Mixup 0.1 / CutMix 1.0 switched
+  with p 0.5, BCE with target threshold 0.2, bicubic, drop-path 0.05, no EMA; ResNet-18/34/50 ×
+  MBCE / DM(BCE).
 """
 
 from __future__ import annotations
@@ -23,8 +36,11 @@ ROOT = Path(__file__).resolve().parents[1] / "configs" / "supervised"
 ALPHA = {"mixup": 1.0, "cutmix": 0.2, "manifoldmix": 2.0, "saliencymix": 0.2, "fmix": 0.2,
          "resizemix": 1.0}
 STATIC = tuple(ALPHA)
-TRAIN_SIZE = {"cifar100": 50000, "tinyimagenet": 100000, "cub200": 5994, "fgvc_aircraft": 6667}
-CLASSES = {"cifar100": 100, "tinyimagenet": 200, "cub200": 200, "fgvc_aircraft": 100}
+TRAIN_SIZE = {"cifar100": 50000, "tinyimagenet": 100000, "cub200": 5994, "fgvc_aircraft": 6667,
+              "imagenet": 1281167}
+CLASSES = {"cifar100": 100, "tinyimagenet": 200, "cub200": 200, "fgvc_aircraft": 100,
+           "imagenet": 1000}
+IMAGENET_NETS = ("resnet18", "resnet34", "resnet50")
 
 
 def config(dataset: str, net: str, mixer: str, loss: str, epochs: int, lr: float,
@@ -74,8 +90,57 @@ def configs():
                                  eta=eta)
 
 
+def imagenet(recipe: str, net: str, loss: str, mixers: str, alpha: str, epochs: int,
+             batch: int, **extra) -> dict:
+    """One ImageNet-1k config (spec §7); batches are global, semilearn drops the last one."""
+    per_epoch = TRAIN_SIZE["imagenet"] // batch
+    model = {"deit_small_patch16_224": "deit_s", "swin_tiny_patch4_window7_224": "swin_t"
+             }.get(net, net)
+    name = f"imagenet_{model}_{recipe}_{mixers.replace(',', '_')}_{loss}"
+    cfg = {
+        "algorithm": "supervised_mixup", "save_dir": "./saved_models/supervised",
+        "save_name": name + "_0", "dataset": "imagenet", "data_dir": "./data/imagenet",
+        "num_classes": 1000, "net": f"timm/{net}", "img_size": 224, "epoch": epochs,
+        "num_train_iter": epochs * per_epoch, "num_eval_iter": per_epoch, "num_log_iter": 100,
+        "batch_size": batch, "eval_batch_size": 256, "ema_m": 0.0, "amp": True,
+        "num_workers": 8, "seed": 0, "mix_mixers": mixers, "mix_alpha": alpha,
+        "mix_switch_prob": 0.5, "mix_loss": loss,
+    }
+    if loss == "dm_ce":
+        cfg.update(mix_eta=0.1, mix_mode="both", mix_scale="none")
+    cfg.update(extra)
+    if "num_warmup_epochs" in cfg:
+        cfg["num_warmup_iter"] = cfg.pop("num_warmup_epochs") * per_epoch
+    return cfg
+
+
+def imagenet_configs():
+    for loss in ("mce", "dm_ce"):
+        for net in IMAGENET_NETS:  # PyTorch-style
+            for mixer in ("mixup", "cutmix"):
+                yield imagenet("pytorch", net, loss, mixer, "0.2", 100, 256, optim="SGD",
+                               lr=0.1, momentum=0.9, weight_decay=1e-4)
+        for net, drop_path in (("deit_small_patch16_224", 0.1),
+                               ("swin_tiny_patch4_window7_224", 0.2)):  # DeiT
+            yield imagenet("deit", net, loss, "mixup,cutmix", "0.8,1.0", 300, 1024,
+                           optim="adamw", lr=1e-3, weight_decay=0.05, num_warmup_epochs=5,
+                           warmup_lr=1e-6, min_lr=1e-5, auto_augment="rand-m9-mstd0.5-inc1",
+                           reprob=0.25, repeated_aug=3, mix_label_smoothing=0.1,
+                           ema_m=0.99996, interpolation="bicubic",
+                           net_options={"drop_path_rate": drop_path})
+    for loss in ("mbce", "dm_bce"):
+        for net in IMAGENET_NETS:  # RSB A3
+            yield imagenet("rsb_a3", net, loss, "mixup,cutmix", "0.1,1.0", 100, 2048,
+                           optim="lamb", lr=8e-3, weight_decay=0.02, num_warmup_epochs=5,
+                           img_size=160, eval_img_size=224, crop_pct=0.95,
+                           auto_augment="rand-m6-mstd0.5-inc1", interpolation="bicubic",
+                           mix_bce_threshold=0.2,
+                           **({"mix_bce_mode": "one"} if loss == "mbce" else {}),
+                           net_options={"drop_path_rate": 0.05})
+
+
 def main() -> None:
-    write(ROOT, configs())
+    write(ROOT, [*configs(), *imagenet_configs()])
 
 
 if __name__ == "__main__":

@@ -127,11 +127,11 @@ def test_every_supervised_config_validates_and_one_runs(tmp_path):
     from .data.cifar_files import write_cifar100
 
     configs = sorted((CONFIGS[0].parents[2] / "supervised").rglob("*.yaml"))
-    assert len(configs) == 102
+    assert len(configs) == 124
     for path in configs:
         cfg = cli.validate(cli.load_config(str(path)))
         assert cfg["num_train_iter"] % cfg["epoch"] == 0
-        if cfg["mix_loss"] == "dm_ce":
+        if cfg["mix_loss"] == "dm_ce" and cfg["dataset"] != "imagenet":
             assert cfg["mix_alpha"] == "0.2" and cfg["mix_eta"] in (0.1, 1.0)
     data = tmp_path / "data"
     write_cifar100(data, per_class=4)
@@ -139,3 +139,38 @@ def test_every_supervised_config_validates_and_one_runs(tmp_path):
     argv = ["train", "--config", str(path), "--data-dir", str(data), "--save-dir",
             str(tmp_path / "runs"), *_sets(*TINY, "net=cifar_resnet18")]
     assert cli.main(argv) == 0
+
+
+@pytest.mark.parametrize("recipe", ["imagenet_deit_s_deit_mixup_cutmix_dm_ce",
+                                    "imagenet_resnet50_rsb_a3_mixup_cutmix_dm_bce"])
+def test_imagenet_recipes_run_from_their_configs(tmp_path, recipe):
+    """The DeiT and RSB A3 configs run as shipped (optimizer, schedule, repeated augmentation,
+    RandAugment, erasing, EMA, BCE threshold, drop path), only smaller: a timm test net,
+    32-pixel crops, four steps on an image-folder fixture."""
+    from .data.test_tinyimagenet import write_image_folder
+
+    write_image_folder(tmp_path / "data", per_class=6, val_per_class=2, size=48)
+    path = CONFIGS[0].parents[2] / "supervised" / "imagenet" / f"{recipe}.yaml"
+    shipped = cli.validate(cli.load_config(str(path)))
+    small = ["net=timm/test_resnet", "num_classes=3", "img_size=32", "num_train_iter=4",
+             "epoch=2", "num_warmup_iter=1", "num_eval_iter=2", "batch_size=6",
+             "eval_batch_size=8", "num_workers=0", "progress=false"]
+    if shipped.get("eval_img_size"):
+        small.append("eval_img_size=40")
+    argv = ["train", "--config", str(path), "--data-dir", str(tmp_path / "data"), "--save-dir",
+            str(tmp_path / "runs"), *_sets(*small)]
+    assert cli.main(argv) == 0
+    run = tmp_path / "runs" / shipped["save_name"]
+    assert json.loads((run / "results.json").read_text())["final_it"] == 4
+    used = yaml.safe_load((run / "config.yaml").read_text())
+    for key in ("optim", "auto_augment", "repeated_aug", "ema_m", "mix_bce_threshold",
+                "net_options", "mix_alpha"):
+        assert used[key] == shipped[key]
+
+
+def test_recipe_keys_are_refused_where_they_would_be_ignored():
+    with pytest.raises(cli.ConfigError, match="auto_augment"):
+        cli.validate({"algorithm": "fixmatch", "dataset": "cifar10",
+                      "auto_augment": "rand-m9-mstd0.5-inc1"})
+    with pytest.raises(cli.ConfigError, match="net_options"):
+        cli.validate({"algorithm": "supervised_mixup", "dataset": "cifar10", "net_options": 3})

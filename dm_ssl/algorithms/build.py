@@ -32,11 +32,13 @@ def build_algorithm(config: Mapping[str, Any], dataset_dict: Dict[str, Any],
 
     ``dataset_dict`` holds ``train_lb``, ``train_ulb``, ``eval`` (and optionally ``test``)
     datasets from :mod:`dm_ssl.data`; ``net_builder`` defaults to the builder of
-    ``config['net']`` (a :mod:`dm_ssl.nets` net, else semilearn's; ``in_channels`` for ours).
+    ``config['net']`` (a :mod:`dm_ssl.nets` net, else semilearn's; ``in_channels`` and
+    ``net_options``, e.g. ``{drop_path_rate: 0.1}``, for ours and timm's).
     """
     args = make_args(config)
     args.dataset_dict = dataset_dict
     if net_builder is None:
         net_builder = get_net_builder(args.net, args.net_from_name,
-                                      in_channels=int(config.get("in_channels", 3)))
+                                      in_channels=int(config.get("in_channels", 3)),
+                                      **dict(config.get("net_options") or {}))
     return driven(ALGORITHMS[args.algorithm])(args, net_builder, tb_log, logger)

@@ -14,14 +14,14 @@ dataset        read with                 train / eval transform
 =============  ========================  =================================================
 cifar10/100    ``load_cifar`` (in RAM)   RandomCrop(32, pad 4) + flip / none
 tinyimagenet   ``read_tinyimagenet``     RandomCrop(64, pad 4) + flip / none
-imagenet       ``read_image_folder``     RandomResizedCrop(224) + flip / Resize(256) +
-                                         CenterCrop(224)
+imagenet       ``read_image_folder``     timm's ``create_transform``: RandomResizedCrop(224)
+                                         + flip / Resize(224 / crop_pct) + CenterCrop(224)
 =============  ========================  =================================================
 
 Path datasets open each image when its item is read. The crops pad with zeros, the usual
 supervised CIFAR recipe (USB's SSL transforms pad by reflection instead). ``img_size`` other
 than the native size (32 / 64) resizes first and then crops with the same padding of 4; for
-ImageNet it is the crop, resized from ``round(img_size / 0.875)``. Normalisation: CIFAR as in
+ImageNet it is the crop, tested from ``floor(img_size / crop_pct)``. Normalisation: CIFAR as in
 :mod:`dm_ssl.data.transforms` (semilearn's constants), ImageNet statistics otherwise.
 
 Data-efficient runs keep a class-balanced, seeded ``subset_percent`` % of every class of the
@@ -126,23 +126,104 @@ def _normalise(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
     return [transforms.ToTensor(), transforms.Normalize(list(mean), list(std))]
 
 
-def supervised_transforms(spec: SupervisedSpec, img_size: Optional[int] = None
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "random")
+
+
+def _auto_augment(policy: str, size: int, mean: Sequence[float], interpolation: str) -> Any:
+    """timm's AutoAugment / RandAugment / AugMix for a timm policy string (e.g.
+    ``rand-m9-mstd0.5-inc1``), with the hyper-parameters timm's ``create_transform`` uses."""
+    from timm.data.auto_augment import (
+        augment_and_mix_transform,
+        auto_augment_transform,
+        rand_augment_transform,
+    )
+    from timm.data.transforms import str_to_pil_interp
+
+    params: dict[str, Any] = dict(translate_const=int(size * 0.45),
+                                  img_mean=tuple(min(255, round(255 * m)) for m in mean))
+    if interpolation != "random":
+        params["interpolation"] = str_to_pil_interp(interpolation)
+    if policy.startswith("rand"):
+        return rand_augment_transform(policy, params)
+    if policy.startswith("augmix"):
+        params["translate_pct"] = 0.3
+        return augment_and_mix_transform(policy, params)
+    return auto_augment_transform(policy, params)
+
+
+def supervised_transforms(spec: SupervisedSpec, img_size: Optional[int] = None, *,
+                          auto_augment: Optional[str] = None, reprob: float = 0.0,
+                          interpolation: str = "bilinear", crop_pct: Optional[float] = None,
+                          eval_img_size: Optional[int] = None,
                           ) -> tuple[transforms.Compose, transforms.Compose]:
-    """``(train, eval)`` transforms of spec §7 for ``spec`` at side ``img_size``."""
-    size = spec.img_size if img_size is None else img_size
-    if isinstance(size, bool) or int(size) != size or size < 1:
-        raise ValueError(f"img_size must be a positive int, got {img_size!r}")
-    size = int(size)
+    """``(train, eval)`` transforms of spec §7 for ``spec`` at side ``img_size``.
+
+    The ImageNet recipes' extras (spec §7, Table A1) are timm's own transforms:
+    ``auto_augment`` a timm policy string (``rand-m9-mstd0.5-inc1`` for DeiT,
+    ``rand-m6-mstd0.5-inc1`` for RSB A3), ``reprob`` timm's per-pixel random erasing after
+    normalisation, ``interpolation`` of the resizes (DeiT and RSB: bicubic). For ``imagenet``
+    the pipelines are timm's ``create_transform`` (RandomResizedCrop + flip, no colour jitter /
+    Resize(size / crop_pct) + CenterCrop); ``eval_img_size`` tests at another side than the
+    training crop (RSB A3: train 160, test 224 with ``crop_pct`` 0.95).
+    """
+    size = _check_size(spec.img_size if img_size is None else img_size, "img_size")
+    if auto_augment is not None and (not isinstance(auto_augment, str) or not auto_augment):
+        raise ValueError(f"auto_augment must be a timm policy string such as "
+                         f"'rand-m9-mstd0.5-inc1', got {auto_augment!r}")
+    if isinstance(reprob, bool) or not isinstance(reprob, (int, float)) or not 0 <= reprob <= 1:
+        raise ValueError(f"reprob must be in [0, 1], got {reprob!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                         f"got {interpolation!r}")
+    if crop_pct is not None and (isinstance(crop_pct, bool) or not isinstance(
+            crop_pct, (int, float)) or not 0 < crop_pct <= 1):
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
     norm = _normalise(spec.mean, spec.std)
     flip = transforms.RandomHorizontalFlip()
     if spec.crop == "resized":
-        resize = int(round(size / IMAGENET_RESIZE_RATIO))
-        return (transforms.Compose([transforms.RandomResizedCrop(size), flip] + norm),
-                transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(size)]
-                                   + norm))
+        from timm.data import create_transform
+
+        eval_size = size if eval_img_size is None else _check_size(eval_img_size,
+                                                                   "eval_img_size")
+        try:
+            train = create_transform(size, is_training=True, auto_augment=auto_augment,
+                                     interpolation=interpolation, color_jitter=None,
+                                     re_prob=float(reprob), re_mode="pixel",
+                                     mean=spec.mean, std=spec.std)
+        except (AssertionError, KeyError, ValueError) as err:  # a bad policy string
+            raise ValueError(f"auto_augment {auto_augment!r}: timm refused it ({err})") from None
+        evaluation = create_transform(
+            eval_size, is_training=False,
+            interpolation="bilinear" if interpolation == "random" else interpolation,
+            crop_pct=IMAGENET_RESIZE_RATIO if crop_pct is None else float(crop_pct),
+            mean=spec.mean, std=spec.std)
+        return train, evaluation
+    for key, value in (("eval_img_size", eval_img_size), ("crop_pct", crop_pct)):
+        if value is not None:
+            raise ValueError(f"{key} applies to resized-crop datasets (imagenet), not "
+                             f"{spec.name}")
+    extra = []
+    if auto_augment:
+        try:
+            extra = [_auto_augment(auto_augment, size, spec.mean, interpolation)]
+        except (AssertionError, KeyError, ValueError) as err:
+            raise ValueError(f"auto_augment {auto_augment!r}: timm refused it ({err})") from None
+    erase = []
+    if reprob > 0:
+        from timm.data.random_erasing import RandomErasing
+
+        erase = [RandomErasing(float(reprob), mode="pixel", device="cpu")]
     head = [] if size == spec.img_size else [transforms.Resize((size, size))]
-    return (transforms.Compose(head + [transforms.RandomCrop(size, padding=PAD), flip] + norm),
+    return (transforms.Compose(head + [transforms.RandomCrop(size, padding=PAD), flip] + extra
+                               + norm + erase),
             transforms.Compose(head + norm))
+
+
+def _check_size(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
+            or value < 1:
+        raise ValueError(f"{key} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def subset_path(run_dir: PathLike, percent: float) -> Path:
@@ -175,7 +256,7 @@ def get_or_create_subset(run_dir: PathLike, labels: Any, dataset: str, percent: 
 def build_supervised_datasets(
         dataset: str, root: PathLike, run_dir: Optional[PathLike] = None, *,
         subset_percent: Optional[float] = None, seed: int = 0, img_size: Optional[int] = None,
-        algorithm: str = "fullysupervised",
+        algorithm: str = "fullysupervised", **augment: Any,
 ) -> tuple[dict[str, Dataset], DatasetInfo]:
     """Datasets for one supervised (or data-efficient) mixup run.
 
@@ -190,6 +271,8 @@ def build_supervised_datasets(
         img_size: side of the tensors; default 32 (CIFAR), 64 (Tiny-ImageNet), 224 (ImageNet).
         algorithm: semilearn algorithm name given to ``BasicDataset`` (labeled items have the
             same keys for all but defixmatch).
+        augment: the recipe extras of :func:`supervised_transforms` (``auto_augment``,
+            ``reprob``, ``interpolation``, ``crop_pct``, ``eval_img_size``).
 
     Returns:
         ``({'train', 'eval'}, DatasetInfo)``; ``info.split_path`` is the subset file (None for
@@ -200,7 +283,7 @@ def build_supervised_datasets(
         _check_percent(subset_percent)
         if run_dir is None:
             raise ValueError("subset_percent needs run_dir (the subset is saved there)")
-    train_tf, eval_tf = supervised_transforms(spec, img_size)  # checked before any write
+    train_tf, eval_tf = supervised_transforms(spec, img_size, **augment)  # checked first
     data, labels = spec.read(root, "train")
     test_data, test_labels = spec.read(root, "test")
     class_names = tuple(spec.class_names(root))

@@ -35,23 +35,43 @@ NETS: Dict[str, Callable[..., Any]] = {
 }
 
 
-def get_net_builder(name: str, from_name: bool = False, in_channels: int = 3) -> Callable:
+def get_net_builder(name: str, from_name: bool = False, in_channels: int = 3,
+                    **options: Any) -> Callable:
     """The builder for config key ``net``: a dm_ssl net, ``timm/<model>`` (any timm model,
     e.g. ``timm/resnet34``, ``timm/deit_small_patch16_224``, ``timm/swin_tiny_patch4_window7_224``),
-    else semilearn's (WRN, ...)."""
+    else semilearn's (WRN, ...). ``options`` (config key ``net_options``, e.g.
+    ``drop_path_rate=0.1`` for DeiT-S) go to the net's constructor."""
     if name.startswith("timm/"):
         from .timm_net import timm_net
 
-        return partial(timm_net, name[len("timm/"):], in_channels=in_channels)
+        return _with_options(partial(timm_net, name[len("timm/"):], in_channels=in_channels),
+                             options)
     if name in NETS:
-        return partial(NETS[name], in_channels=in_channels)
+        return _with_options(partial(NETS[name], in_channels=in_channels), options)
     from semilearn.core.utils import get_net_builder as semilearn_builder
 
     try:
-        return semilearn_builder(name, from_name)
+        builder = semilearn_builder(name, from_name)
     except Exception:  # semilearn raises bare errors for unknown names
         raise ValueError(f"net: unknown {name!r} (dm_ssl nets: {', '.join(NETS)}; or a "
                          "semilearn net such as wrn_28_2, wrn_28_8, resnet50)") from None
+    return _with_options(builder, options)
+
+
+def _with_options(builder: Callable, options: Dict[str, Any]) -> Callable:
+    """``builder`` with ``options`` bound; a keyword the net does not take is a ValueError
+    naming ``net_options`` (semilearn calls the builder deep inside its constructor)."""
+    if not options:
+        return builder
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return builder(*args, **{**kwargs, **options})
+        except TypeError as err:
+            if "unexpected keyword" not in str(err):
+                raise
+            raise ValueError(f"net_options {sorted(options)}: {err}") from None
+    return build
 
 
 __all__ = ["NETS", "ResNet", "SmallCNN", "cifar_resnet18", "cifar_resnext50", "get_net_builder",

@@ -12,7 +12,7 @@ MIXERS = ["mixup", "cutmix", "manifoldmix", "saliencymix", "fmix", "resizemix"]
 @pytest.fixture
 def build_sup(build):
     def _build(**kw):
-        return build("supervised_mixup", net="small_cnn", **kw)
+        return build("supervised_mixup", **{"net": "small_cnn", **kw})
     return _build
 
 
@@ -76,3 +76,80 @@ def test_learning_rate_follows_a_full_cosine(build_sup):
     assert lrs[0] == pytest.approx(0.1)
     assert lrs[5] == pytest.approx(0.05)                    # ½(1 + cos(π/2)) = ½
     assert alg.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+# -- ImageNet recipes: timm optimizers, warm-up + cosine to min_lr, repeated augmentation ----
+
+
+def test_timm_optimizer_by_name_without_decay_on_biases(build_sup):
+    from timm.optim import Lamb
+
+    alg = build_sup(optim="lamb", lr=8e-3, weight_decay=0.02, num_train_iter=2)
+    assert isinstance(alg.optimizer, Lamb)
+    decay = {id(p): g["weight_decay"] for g in alg.optimizer.param_groups for p in g["params"]}
+    for p in alg.model.parameters():                       # biases / norms: no weight decay
+        assert decay[id(p)] == (0.0 if p.ndim <= 1 else 0.02)
+    before = [p.detach().clone() for p in alg.model.parameters()]
+    logs = _train_logs(alg)
+    assert all(math.isfinite(log["train/sup_loss"]) for log in logs)
+    assert any(not torch.equal(a, b) for a, b in zip(before, alg.model.parameters()))
+    assert type(build_sup(optim="SGD").optimizer) is torch.optim.SGD   # semilearn's, as USB
+    with pytest.raises(ValueError, match="optim 'lamz'"):
+        build_sup(optim="lamz")
+    with pytest.raises(ValueError, match="layer_decay"):
+        build_sup(optim="lamb", layer_decay=0.75)
+
+
+def test_warmup_from_warmup_lr_then_cosine_to_min_lr(build_sup):
+    alg = build_sup(optim="adamw", num_train_iter=12, num_warmup_iter=2, lr=1e-3,
+                    warmup_lr=1e-4, min_lr=1e-5)
+    lrs = []
+    for _ in range(12):
+        lrs.append(alg.optimizer.param_groups[0]["lr"])
+        alg.optimizer.step()
+        alg.scheduler.step()
+    assert lrs[0] == pytest.approx(1e-4 + (1e-3 - 1e-4) / 2)   # halfway up the warm-up
+    assert lrs[1] == pytest.approx(1e-3)
+    assert lrs[2] == pytest.approx(1e-3)                      # cosine starts at lr
+    assert lrs[7] == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)  # t = T/2
+    assert alg.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
+    with pytest.raises(ValueError, match="min_lr"):
+        build_sup(lr=0.1, min_lr=0.2)
+
+
+def test_repeated_augmentation_repeats_images_and_keeps_the_epoch_length(build_sup):
+    from dm_ssl.algorithms.supervised_mixup import RepeatedAugLoader
+
+    alg = build_sup(repeated_aug=3, num_train_iter=6, epoch=2, batch_size=6)
+    loader = alg.loader_dict["train_lb"]
+    assert isinstance(loader, RepeatedAugLoader) and len(loader) == 3
+
+    def epoch(e):
+        loader.set_epoch(e)
+        return [b["idx_lb"].tolist() for b in loader]
+
+    first = epoch(0)
+    assert len(first) == 3                                 # num_train_iter // epoch batches
+    for batch in first:                                    # each image comes three times
+        assert sorted(batch.count(i) for i in set(batch)) == [3, 3]
+    assert first == epoch(0) and first != epoch(1)         # seeded by (seed, epoch)
+    logs = _train_logs(alg)
+    assert len(logs) == 6
+    with pytest.raises(ValueError, match="repeated_aug"):
+        build_sup(repeated_aug=0)
+
+
+def test_bce_target_threshold_reaches_the_loss(build_sup):
+    alg = build_sup(mix_loss="mbce", mix_bce_threshold=0.2)
+    assert alg.criterion.target_threshold == 0.2
+    assert build_sup(mix_loss="dm_bce", mix_bce_threshold=0.2).criterion.target_threshold == 0.2
+    with pytest.raises(ValueError, match="mix_loss 'mbce'.*target_threshold"):
+        build_sup(mix_loss="mbce", mix_bce_threshold=1.5)
+
+
+def test_net_options_reach_the_net(build_sup):
+    alg = build_sup(net="timm/test_resnet", net_options={"drop_path_rate": 0.1})
+    assert any(type(m).__name__ == "DropPath" for m in alg.model.modules())
+    with pytest.raises(ValueError, match="net_options"):
+        build_sup(net_options={"drop_path_rate": 0.1})     # small_cnn has no drop path

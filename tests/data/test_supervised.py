@@ -130,3 +130,50 @@ def test_imagenet_folder(tmp_path):
     assert len(dsets["train"]) == 9 and len(dsets["eval"]) == 3
     _check_item(dsets["train"][0], 24, 3)
     _check_item(dsets["eval"][0], 24, 3)
+
+
+# -- the ImageNet recipes' transforms: timm's RandAugment, random erasing, test size -----------
+
+
+def _names(compose):
+    return [type(t).__name__ for t in compose.transforms]
+
+
+def test_recipe_transforms_are_timms(c10, tmp_path):
+    from dm_ssl.data.supervised import get_supervised_spec, supervised_transforms
+
+    spec = get_supervised_spec("cifar10")
+    train, test = supervised_transforms(spec, auto_augment="rand-m9-mstd0.5-inc1", reprob=0.25)
+    assert _names(train) == ["RandomCrop", "RandomHorizontalFlip", "RandAugment", "ToTensor",
+                             "Normalize", "RandomErasing"]
+    assert _names(test) == ["ToTensor", "Normalize"]
+    assert train.transforms[2].ops[0].magnitude == 9 and train.transforms[-1].probability == 0.25
+    assert _names(supervised_transforms(spec)[0]) == ["RandomCrop", "RandomHorizontalFlip",
+                                                      "ToTensor", "Normalize"]
+    root, _ = c10                                          # the items still come out right
+    dsets, _ = build_supervised_datasets("cifar10", root, None, auto_augment="rand-m6",
+                                         reprob=1.0)
+    x = dsets["train"][0]["x_lb"]
+    _check_item(dsets["train"][0], 32, 10)
+    assert x.std() > 0.5                                   # erased with N(0, 1) pixels
+    for bad, key in ((dict(auto_augment="bogus"), "auto_augment"),
+                     (dict(reprob=1.5), "reprob"), (dict(interpolation="lanczos9"),
+                                                    "interpolation"),
+                     (dict(crop_pct=0.9), "crop_pct"), (dict(eval_img_size=40), "eval_img_size")):
+        with pytest.raises(ValueError, match=key):
+            supervised_transforms(spec, **bad)
+
+
+def test_imagenet_recipe_trains_at_one_size_and_tests_at_another(tmp_path):
+    write_image_folder(tmp_path, size=64)
+    dsets, info = build_supervised_datasets(
+        "imagenet", tmp_path, None, img_size=24, eval_img_size=32, crop_pct=0.95,
+        interpolation="bicubic", auto_augment="rand-m6-mstd0.5-inc1")
+    _check_item(dsets["train"][0], 24, 3)
+    _check_item(dsets["eval"][0], 32, 3)
+    assert info.img_size == 24
+    test = dsets["eval"].transform.transforms
+    assert test[0].size == 33                              # floor(32 / 0.95), then crop 32
+    names = _names(dsets["train"].transform)
+    assert names[:2] == ["RandomResizedCropAndInterpolation", "RandomHorizontalFlip"]
+    assert "RandAugment" in names and "ColorJitter" not in names
