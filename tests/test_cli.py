@@ -131,7 +131,7 @@ def test_every_supervised_config_validates_and_one_runs(tmp_path):
     for path in configs:
         cfg = cli.validate(cli.load_config(str(path)))
         assert cfg["num_train_iter"] % cfg["epoch"] == 0
-        if cfg["mix_loss"] == "dm_ce" and cfg["dataset"] != "imagenet":
+        if cfg["mix_loss"] in ("dm_ce", "dm_bce"):
             assert cfg["mix_alpha"] == "0.2" and cfg["mix_eta"] in (0.1, 1.0)
     data = tmp_path / "data"
     write_cifar100(data, per_class=4)
