@@ -9,7 +9,7 @@ epochs; data-efficient CIFAR-100 at 15/30/50 % labels (A8, 400 epochs); fine-gra
 FGVC-Aircraft from ImageNet weights, 200 epochs, lr 0.001, wd 5e-4, batch 16 (A6). DM(CE) uses
 η = 0.1 (static mixers, CIFAR-100; ResNeXt-50) or 1 (ResNet-18 on Tiny-ImageNet and
 fine-grained) and, with DM, α = 0.2 (spec §3, appendix B.3); MCE baselines use each mixer's
-usual α.
+usual α. PuzzleMix (dynamic, Table A2): MCE with α = 1, DM(CE) with η = 1 and α = 2.
 
 ImageNet-1k (Table A1, spec §7), ``configs/supervised/imagenet/``, from timm's parts:
 - PyTorch-style: SGD lr 0.1, batch 256, wd 1e-4, 100 epochs, cosine; RandomResizedCrop 224 +
@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1] / "configs" / "supervised"
 ALPHA = {"mixup": 1.0, "cutmix": 0.2, "manifoldmix": 2.0, "saliencymix": 0.2, "fmix": 0.2,
          "resizemix": 1.0}
 STATIC = tuple(ALPHA)
+DYNAMIC_ALPHA = {"puzzlemix": 1.0}  # the official PuzzleMix CIFAR setting
 TRAIN_SIZE = {"cifar100": 50000, "tinyimagenet": 100000, "cub200": 5994, "fgvc_aircraft": 6667,
               "imagenet": 1281167}
 CLASSES = {"cifar100": 100, "tinyimagenet": 200, "cub200": 200, "fgvc_aircraft": 100,
@@ -59,7 +60,8 @@ def config(dataset: str, net: str, mixer: str, loss: str, epochs: int, lr: float
         "optim": "SGD", "lr": lr, "momentum": 0.9, "weight_decay": wd, "num_workers": 4,
         "seed": 0,
         "mix_mixers": mixer, "mix_loss": loss,
-        "mix_alpha": str(0.2 if loss == "dm_ce" else ALPHA[mixer]),
+        "mix_alpha": str(dm_alpha(loss, str(ALPHA.get(mixer, DYNAMIC_ALPHA.get(mixer))),
+                                  dynamic=mixer in DYNAMIC_ALPHA)),
     }
     if loss == "dm_ce":
         cfg.update(mix_eta=eta, mix_mode="both", mix_scale="none")
@@ -75,6 +77,11 @@ def configs():
         for mixer in STATIC:  # Table A2: CIFAR-100 800 epochs, Tiny-ImageNet 400 epochs
             yield config("cifar100", "cifar_resnet18", mixer, loss, 800, 0.1, tag="_800ep")
             yield config("cifar100", "cifar_resnext50", mixer, loss, 800, 0.1, tag="_800ep")
+            yield config("tinyimagenet", "cifar_resnet18", mixer, loss, 400, 0.2, eta=1.0,
+                         tag="_400ep")
+        for mixer in DYNAMIC_ALPHA:  # Table A2, dynamic mixers: DM(CE) with η = 1, α = 2
+            for net in ("cifar_resnet18", "cifar_resnext50"):
+                yield config("cifar100", net, mixer, loss, 800, 0.1, eta=1.0, tag="_800ep")
             yield config("tinyimagenet", "cifar_resnet18", mixer, loss, 400, 0.2, eta=1.0,
                          tag="_400ep")
         for mixer in ("mixup", "cutmix", "manifoldmix"):  # Table A7: 400 epochs
@@ -114,9 +121,12 @@ def imagenet(recipe: str, net: str, loss: str, mixers: str, alpha: str, epochs: 
     return cfg
 
 
-def dm_alpha(loss: str, recipe: str) -> str:
-    """Spec §3 (appendix B.3): with DM, static mixers use α = 0.2; baselines keep the recipe's."""
-    return "0.2" if loss.startswith("dm_") else recipe
+def dm_alpha(loss: str, recipe: str, dynamic: bool = False) -> str:
+    """Spec §3 (appendix B.3): with DM, static mixers use α = 0.2 and dynamic ones α = 2;
+    baselines keep the recipe's α."""
+    if not loss.startswith("dm_"):
+        return recipe
+    return "2.0" if dynamic else "0.2"
 
 
 def imagenet_configs():

@@ -127,18 +127,22 @@ def test_every_supervised_config_validates_and_one_runs(tmp_path):
     from .data.cifar_files import write_cifar100
 
     configs = sorted((CONFIGS[0].parents[2] / "supervised").rglob("*.yaml"))
-    assert len(configs) == 124
+    assert len(configs) == 130
     for path in configs:
         cfg = cli.validate(cli.load_config(str(path)))
         assert cfg["num_train_iter"] % cfg["epoch"] == 0
-        if cfg["mix_loss"] in ("dm_ce", "dm_bce"):
+        if cfg["mix_mixers"] == "puzzlemix" and cfg["mix_loss"] == "dm_ce":  # dynamic (B.3)
+            assert cfg["mix_alpha"] == "2.0" and cfg["mix_eta"] == 1.0
+        elif cfg["mix_loss"] in ("dm_ce", "dm_bce"):
             assert cfg["mix_alpha"] == "0.2" and cfg["mix_eta"] in (0.1, 1.0)
     data = tmp_path / "data"
     write_cifar100(data, per_class=4)
-    path = [p for p in configs if p.name == "cifar100_cifar_resnet18_mixup_dm_ce_30pct.yaml"][0]
-    argv = ["train", "--config", str(path), "--data-dir", str(data), "--save-dir",
-            str(tmp_path / "runs"), *_sets(*TINY, "net=cifar_resnet18")]
-    assert cli.main(argv) == 0
+    for name, net in (("cifar100_cifar_resnet18_mixup_dm_ce_30pct", "cifar_resnet18"),
+                      ("cifar100_cifar_resnet18_puzzlemix_dm_ce_800ep", "small_cnn")):
+        path = [p for p in configs if p.name == f"{name}.yaml"][0]
+        argv = ["train", "--config", str(path), "--data-dir", str(data), "--save-dir",
+                str(tmp_path / "runs"), *_sets(*TINY, f"net={net}")]
+        assert cli.main(argv) == 0
 
 
 @pytest.mark.parametrize("recipe", ["imagenet_deit_s_deit_mixup_cutmix_dm_ce",

@@ -46,3 +46,31 @@ def test_torchrun_two_processes_cpu(tmp_path, alg, extra):
                         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert json.loads(ev.stdout.strip().splitlines()[-1])["iteration"] == 4
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent /
+                    "torchrun").exists(), reason="torchrun not installed")
+def test_torchrun_supervised_puzzlemix_with_repeated_augmentation(tmp_path):
+    """PuzzleMix's extra saliency pass (an input-only backward) next to DDP training, and
+    timm's RepeatAugSampler splitting the copies over the processes."""
+    from .data.cifar_files import write_cifar10
+
+    write_cifar10(tmp_path / "data", per_batch=8)
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "algorithm": "supervised_mixup", "dataset": "cifar10", "net": "small_cnn",
+        "mix_mixers": "puzzlemix,mixup", "mix_switch_prob": 0.0, "mix_loss": "dm_ce",
+        "mix_eta": 1.0, "repeated_aug": 3, "optim": "lamb", "lr": 0.01,
+        "num_train_iter": 4, "epoch": 2, "num_eval_iter": 2, "batch_size": 8,
+        "eval_batch_size": 16, "num_workers": 0, "seed": 0, "progress": False,
+        "device": "cpu", "data_dir": str(tmp_path / "data")}))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "dm_ssl.cli", "train",
+         "--config", str(cfg), "--save-dir", str(tmp_path / "runs")],
+        capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    results = json.loads((tmp_path / "runs" / "supervised_mixup_cifar10" /
+                          "results.json").read_text())
+    assert results["final_it"] == 4

@@ -139,7 +139,7 @@ class DecoupledMixupTerm:
         g = self.generator
         ll = self.mixer_ll(x_lb, y_lb, generator=g, model=net)
         lu = self.mixer_lu(x_lb, y_lb, x_b=x_ulb_w[:n_l], y_b=pseudo, generator=g, model=net)
-        if self.mixer_ll.needs_model:  # feature mixing happens inside the forward: one each
+        if ll.hook is not None or lu.hook is not None:  # feature mixing: one forward each
             logits_ll, logits_lu = logits_of(ll.forward(net)), logits_of(lu.forward(net))
         else:                          # input mixing: one forward for both mixed batches
             logits_ll, logits_lu = logits_of(net(torch.cat([ll.x, lu.x]))).split(n_l)

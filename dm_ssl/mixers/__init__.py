@@ -16,13 +16,14 @@ from .cutmix import CutMix, cutmix_images
 from .fmix import FMix, fmix_images
 from .manifoldmix import ManifoldMix, detect_layers, manifold_mixing
 from .mixup import Mixup, mixup_images
+from .puzzlemix import PuzzleMix, puzzlemix_images
 from .registry import MIXERS, build_mixer, register_mixer
 from .resizemix import ResizeMix, resizemix_images
 from .saliencymix import SaliencyMix, saliencymix_images
 
 __all__ = [
     "MIXERS", "CutMix", "FMix", "ManifoldMix", "MixResult", "Mixer", "Mixup", "Pairing",
-    "ResizeMix", "SaliencyMix", "build_mixer", "cutmix_images", "detect_layers",
-    "fmix_images", "manifold_mixing", "mixup_images", "register_mixer", "resizemix_images",
-    "saliencymix_images",
+    "PuzzleMix", "ResizeMix", "SaliencyMix", "build_mixer", "cutmix_images", "detect_layers",
+    "fmix_images", "manifold_mixing", "mixup_images", "puzzlemix_images", "register_mixer",
+    "resizemix_images", "saliencymix_images",
 ]

@@ -200,6 +200,14 @@ def resolve_pairing(x: Tensor, y: Tensor, *, index: Optional[Tensor], x_b: Optio
     return Pairing(x_b=x[index], y_b=y[index.to(y.device)], index=index)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside DataParallel / DistributedDataParallel wrappers: a mixer's own
+    passes (saliency, layer lookup) use the bare network, without DDP's hooks."""
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    return model
+
+
 def lam_dtype(x: Tensor) -> torch.dtype:
     """dtype of the returned λ: float64 for float64 inputs, float32 otherwise (λ must stay
     precise for the loss even when x is fp16/bf16/uint8)."""

@@ -15,19 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from . import _random
-from .base import Mixer, MixResult, Pairing, lam_dtype
+from .base import Mixer, MixResult, Pairing, lam_dtype, unwrap
 from .mixup import mixup_images
 from .registry import register_mixer
 
 # ResNets (torchvision, timm, USB's ResNet50) and USB's WideResNet (conv1, block1..3, bn, fc)
 _LAYER_FAMILIES = (("layer1", "layer2", "layer3", "layer4"), ("block1", "block2", "block3"))
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside ``DataParallel`` / ``DistributedDataParallel``."""
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
 
 
 def find_layer(model: nn.Module, name: str) -> nn.Module:

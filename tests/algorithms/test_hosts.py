@@ -67,6 +67,7 @@ def test_each_dm_algorithm_trains_on_cpu_and_logs_its_terms(build, name):
     dict(dm_head="shared", dm_loss="mce"),
     dict(dm_mixer="cutmix", dm_mask="threshold", dm_p_mix_cutoff=0.5),
     dict(dm_mixer="manifoldmix"),
+    dict(dm_mixer="puzzlemix"),                            # a dynamic mixer in L_ll and L_lu
 ])
 def test_options(build, overrides):
     alg = build("fixmatch_dm", num_train_iter=2, **overrides)

@@ -6,7 +6,7 @@ import torch
 from .test_hosts import _train_logs
 
 LOSSES = ["mce", "dm_ce", "mbce", "dm_bce"]
-MIXERS = ["mixup", "cutmix", "manifoldmix", "saliencymix", "fmix", "resizemix"]
+MIXERS = ["mixup", "cutmix", "manifoldmix", "saliencymix", "fmix", "resizemix", "puzzlemix"]
 
 
 @pytest.fixture
