@@ -28,3 +28,22 @@ def test_demo_smoke(tmp_path):
     again = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo_digits.py"), "--out",
                             str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode != 0 and "not empty" in again.stderr
+
+
+def test_mixed_accuracy_experiment_smoke(tmp_path):
+    import json
+
+    out = tmp_path / "mixed"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "exp_mixed_accuracy.py"), "--seeds", "0",
+         "--iters", "4", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "mixed_accuracy.json").read_text())
+    assert set(results) == {"no mixing", "mixup MCE", "mixup DM(CE) η=0.1", "mixup DM(CE) η=1",
+                            "cutmix MCE", "cutmix DM(CE) η=0.1", "cutmix DM(CE) η=1"}
+    for runs in results.values():
+        r = runs[0]
+        for m in ("mixup", "cutmix"):       # top-2 (both classes) can never beat top-1
+            assert 0 <= r[m]["top2"] <= r[m]["top1"] <= 100
+    assert "| mixup DM(CE) η=1 |" in proc.stdout

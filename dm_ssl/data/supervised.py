@@ -14,6 +14,7 @@ dataset        read with                 train / eval transform
 =============  ========================  =================================================
 cifar10/100    ``load_cifar`` (in RAM)   RandomCrop(32, pad 4) + flip / none
 tinyimagenet   ``read_tinyimagenet``     RandomCrop(64, pad 4) + flip / none
+digits         ``load_digits_split``     RandomCrop(8, pad 1), no flip / none (8×8 grey)
 imagenet       ``read_image_folder``     timm's ``create_transform``: RandomResizedCrop(224)
                                          + flip / Resize(224 / crop_pct) + CenterCrop(224)
 =============  ========================  =================================================
@@ -49,6 +50,13 @@ from torchvision import transforms
 
 from .cifar import cifar_class_names, load_cifar
 from .datasets import IndexedDataset
+from .digits import (
+    DIGITS_MEAN,
+    DIGITS_NUM_CLASSES,
+    DIGITS_STD,
+    digits_class_names,
+    load_digits_split,
+)
 from .finegrained import FineGrainedDataset, _check_percent
 from .finegrained_transforms import IMAGENET_MEAN, IMAGENET_STD
 from .registry import DatasetInfo
@@ -86,6 +94,8 @@ class SupervisedSpec:
     lazy: bool
     read: Callable[[PathLike, str], tuple[np.ndarray, np.ndarray]]
     class_names: Callable[[PathLike], list[str]]
+    pad: int = PAD      # RandomCrop padding of the "pad" crop
+    hflip: bool = True  # digits: a flipped digit is another glyph
 
 
 def _cifar(name: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -112,6 +122,10 @@ SUPERVISED_DATASETS: dict[str, SupervisedSpec] = {
                                    tinyimagenet_class_names),
     "imagenet": SupervisedSpec("imagenet", None, 224, IMAGENET_MEAN, IMAGENET_STD, "resized",
                                True, _paths(read_image_folder, "val"), image_folder_classes),
+    # scikit-learn's 8×8 digits (offline, for demos and quick experiments; root unused)
+    "digits": SupervisedSpec("digits", DIGITS_NUM_CLASSES, 8, (DIGITS_MEAN,), (DIGITS_STD,),
+                             "pad", False, lambda root, split: load_digits_split(split),
+                             lambda root: digits_class_names(), pad=1, hflip=False),
 }
 
 
@@ -179,7 +193,7 @@ def supervised_transforms(spec: SupervisedSpec, img_size: Optional[int] = None, 
             crop_pct, (int, float)) or not 0 < crop_pct <= 1):
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
     norm = _normalise(spec.mean, spec.std)
-    flip = transforms.RandomHorizontalFlip()
+    flip = [transforms.RandomHorizontalFlip()] if spec.hflip else []
     if spec.crop == "resized":
         from timm.data import create_transform
 
@@ -214,8 +228,8 @@ def supervised_transforms(spec: SupervisedSpec, img_size: Optional[int] = None, 
 
         erase = [RandomErasing(float(reprob), mode="pixel", device="cpu")]
     head = [] if size == spec.img_size else [transforms.Resize((size, size))]
-    return (transforms.Compose(head + [transforms.RandomCrop(size, padding=PAD), flip] + extra
-                               + norm + erase),
+    return (transforms.Compose(head + [transforms.RandomCrop(size, padding=spec.pad)] + flip
+                               + extra + norm + erase),
             transforms.Compose(head + norm))
 
 
@@ -261,7 +275,8 @@ def build_supervised_datasets(
     """Datasets for one supervised (or data-efficient) mixup run.
 
     Args:
-        dataset: ``"cifar10"``, ``"cifar100"``, ``"tinyimagenet"`` or ``"imagenet"``.
+        dataset: ``"cifar10"``, ``"cifar100"``, ``"tinyimagenet"``, ``"imagenet"`` or
+            ``"digits"`` (scikit-learn's, offline; ``root`` unused).
         root: where the dataset lives (see the readers); for ``imagenet`` the folder holding
             ``train/`` and ``val/``.
         run_dir: the run directory; needed with ``subset_percent`` (the subset is saved there).
@@ -304,7 +319,8 @@ def build_supervised_datasets(
     }
     size = spec.img_size if img_size is None else int(img_size)
     info = DatasetInfo(
-        name=dataset, num_classes=k, class_names=class_names, img_size=size, channels=3,
+        name=dataset, num_classes=k, class_names=class_names, img_size=size,
+        channels=len(spec.mean),
         mean=tuple(spec.mean), std=tuple(spec.std), num_labels=len(idx), seed=int(seed),
         num_train=len(labels), num_lb=len(idx), num_ulb=0, num_eval=len(test_labels),
         split_path=split_path)

@@ -177,3 +177,15 @@ def test_imagenet_recipe_trains_at_one_size_and_tests_at_another(tmp_path):
     names = _names(dsets["train"].transform)
     assert names[:2] == ["RandomResizedCropAndInterpolation", "RandomHorizontalFlip"]
     assert "RandAugment" in names and "ColorJitter" not in names
+
+
+def test_digits_for_quick_supervised_runs():
+    pytest.importorskip("sklearn")
+    dsets, info = build_supervised_datasets("digits", None, None)
+    assert (info.num_classes, info.channels, info.img_size) == (10, 1, 8)
+    assert len(dsets["train"]) == 1198 and len(dsets["eval"]) == 599
+    item = dsets["train"][0]
+    assert item["x_lb"].shape == (1, 8, 8)
+    names = _names(dsets["train"].transform)
+    assert names == ["RandomCrop", "ToTensor", "Normalize"]  # no flip: 2 ↔ S, 7 ↔ mirror
+    assert dsets["train"].transform.transforms[0].padding == 1
