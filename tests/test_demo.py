@@ -47,3 +47,15 @@ def test_mixed_accuracy_experiment_smoke(tmp_path):
         for m in ("mixup", "cutmix"):       # top-2 (both classes) can never beat top-1
             assert 0 <= r[m]["top2"] <= r[m]["top1"] <= 100
     assert "| mixup DM(CE) η=1 |" in proc.stdout
+
+
+def test_bench_mixers_smoke():
+    from dm_ssl.mixers import MIXERS
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_mixers.py"), "--batch", "4", "--size",
+         "16", "--net", "small_cnn", "--classes", "5", "--repeats", "1", "--threads", "1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+    assert set(MIXERS) <= lines and "fwd+bwd" in lines
