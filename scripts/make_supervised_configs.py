@@ -65,6 +65,8 @@ def config(dataset: str, net: str, mixer: str, loss: str, epochs: int, lr: float
     }
     if loss == "dm_ce":
         cfg.update(mix_eta=eta, mix_mode="both", mix_scale="none")
+    if mixer == "puzzlemix":  # its data-smoothness term on the [0, 1] pixel scale, as official
+        cfg["mix_options"] = {"puzzlemix": {"pixel_std": pixel_std(dataset)}}
     if percent:
         cfg["subset_percent"] = percent
     if finegrained:
@@ -119,6 +121,13 @@ def imagenet(recipe: str, net: str, loss: str, mixers: str, alpha: str, epochs: 
     if "num_warmup_epochs" in cfg:
         cfg["num_warmup_iter"] = cfg.pop("num_warmup_epochs") * per_epoch
     return cfg
+
+
+def pixel_std(dataset: str) -> list:
+    """The per-channel std the dataset's images are normalised with (dm_ssl.data)."""
+    from dm_ssl.data.supervised import get_supervised_spec
+
+    return [round(v, 4) for v in get_supervised_spec(dataset).std]
 
 
 def dm_alpha(loss: str, recipe: str, dynamic: bool = False) -> str:

@@ -49,6 +49,8 @@ def dm_arguments() -> List[SSL_Argument]:
                      "pseudo-label cutoff of L_lu (None: p_cutoff)"),
         SSL_Argument("--dm_mask", str, d.mask, "auto, threshold or host"),
         SSL_Argument("--dm_head", str, d.head, "separate (a second linear head) or shared"),
+        SSL_Argument("--dm_mixer_options", dict, d.mixer_options,
+                     "keyword arguments of the mixer, e.g. {block_nums: [2, 4]}"),
     ]
 
 

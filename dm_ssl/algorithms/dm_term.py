@@ -19,7 +19,7 @@ batch and what the host produced (weak-view probabilities and mask). Hosts compo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -51,6 +51,7 @@ class DMConfig:
     p_mix_cutoff: Optional[float] = None  # None: the host's p_cutoff
     mask: str = "auto"                    # auto: host mask for class-wise hosts, else threshold
     head: str = "separate"
+    mixer_options: Dict[str, Any] = field(default_factory=dict)  # e.g. PuzzleMix block_nums
 
     @classmethod
     def from_args(cls, args: Any) -> DMConfig:
@@ -68,6 +69,9 @@ class DMConfig:
                                  f"got {getattr(self, name)!r}")
         if self.p_mix_cutoff is not None and not 0 <= float(self.p_mix_cutoff) <= 1:
             raise ValueError(f"dm_p_mix_cutoff must be in [0, 1], got {self.p_mix_cutoff!r}")
+        if not isinstance(self.mixer_options, dict):
+            raise ValueError(f"dm_mixer_options must be a mapping of {self.mixer}'s keyword "
+                             f"arguments, got {self.mixer_options!r}")
 
     @property
     def enabled(self) -> bool:
@@ -103,8 +107,12 @@ class DecoupledMixupTerm:
         loss_kw = dict(eta=cfg.eta, mode=cfg.mode, thr=cfg.thr, scale=cfg.scale, t=cfg.t,
                        k=cfg.k) if cfg.loss == "dm_ce" else {}
         self.criterion = build_loss(cfg.loss, **loss_kw)
-        self.mixer_ll = build_mixer(cfg.mixer, alpha=cfg.alpha)
-        self.mixer_lu = build_mixer(cfg.mixer, alpha=cfg.alpha, bias_to_a=True)
+        try:
+            self.mixer_ll = build_mixer(cfg.mixer, alpha=cfg.alpha, **cfg.mixer_options)
+            self.mixer_lu = build_mixer(cfg.mixer, alpha=cfg.alpha, bias_to_a=True,
+                                        **cfg.mixer_options)
+        except ValueError as err:
+            raise ValueError(f"dm_mixer / dm_mixer_options: {err}") from None
         self.generator = torch.Generator().manual_seed(int(seed))
 
     def state_dict(self) -> Dict[str, Any]:

@@ -60,6 +60,20 @@ def loss_kwargs(args: Any) -> Dict[str, Any]:
     raise ValueError(f"mix_loss: unknown {name!r}; expected mce, dm_ce, mbce or dm_bce")
 
 
+def mixer_options(value: Any, mixers: List[str]) -> Dict[str, Dict[str, Any]]:
+    """Config key ``mix_options``: keyword arguments per mixer name, e.g.
+    ``{puzzlemix: {block_nums: [2, 4, 8]}, fmix: {decay_power: 3}}``."""
+    value = {} if value is None else value
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError("mix_options must map mixer names to their keyword arguments, e.g. "
+                         f"{{puzzlemix: {{block_nums: [2, 4]}}}}, got {value!r}")
+    unused = sorted(set(value) - set(mixers))
+    if unused:
+        raise ValueError(f"mix_options: {', '.join(unused)} not in mix_mixers "
+                         f"({', '.join(mixers)})")
+    return value
+
+
 @ALGORITHMS.register("supervised_mixup")
 class SupervisedMixup(FullySupervised):
     """Mixup-family training on labeled data; see the module docstring."""
@@ -73,10 +87,12 @@ class SupervisedMixup(FullySupervised):
             raise ValueError(f"mix_alpha: one value or one per mixer ({len(mixers)}), "
                              f"got {args.mix_alpha!r}")
         alphas = alphas * len(mixers) if len(alphas) == 1 else alphas
+        options = mixer_options(args.mix_options, mixers)
         try:
-            self.mixers = [build_mixer(m, alpha=a) for m, a in zip(mixers, alphas)]
+            self.mixers = [build_mixer(m, alpha=a, **options.get(m, {}))
+                           for m, a in zip(mixers, alphas)]
         except ValueError as err:
-            raise ValueError(f"mix_mixers / mix_alpha: {err}") from None
+            raise ValueError(f"mix_mixers / mix_alpha / mix_options: {err}") from None
         try:
             self.criterion = build_loss(args.mix_loss, **loss_kwargs(args))
         except ValueError as err:
@@ -177,6 +193,7 @@ class SupervisedMixup(FullySupervised):
         return [
             SSL_Argument("--mix_mixers", str, "mixup", "mixer, or mixers to switch (a,b)"),
             SSL_Argument("--mix_alpha", str, "1.0", "Beta(α, α): one value or one per mixer"),
+            SSL_Argument("--mix_options", dict, {}, "keyword arguments per mixer name"),
             SSL_Argument("--mix_switch_prob", float, 0.5, "probability of the second mixer"),
             SSL_Argument("--mix_prob", float, 1.0, "probability that a batch is mixed"),
             SSL_Argument("--mix_loss", str, "dm_ce", "mce, dm_ce, mbce or dm_bce"),

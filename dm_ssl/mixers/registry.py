@@ -29,5 +29,5 @@ def build_mixer(name: str, **kwargs: Any) -> Mixer:
         raise ValueError(f"unknown mixer {name!r}; known mixers: {', '.join(sorted(MIXERS))}")
     try:
         return MIXERS[key](**kwargs)
-    except TypeError as err:  # an unknown keyword: say which mixer rejected it
+    except (TypeError, ValueError) as err:  # an unknown keyword or a bad value: say which mixer
         raise ValueError(f"mixer {name!r}: {err}") from None

@@ -68,12 +68,21 @@ def test_each_dm_algorithm_trains_on_cpu_and_logs_its_terms(build, name):
     dict(dm_mixer="cutmix", dm_mask="threshold", dm_p_mix_cutoff=0.5),
     dict(dm_mixer="manifoldmix"),
     dict(dm_mixer="puzzlemix"),                            # a dynamic mixer in L_ll and L_lu
+    dict(dm_mixer="puzzlemix", dm_mixer_options={"block_nums": [2, 4], "transport": False}),
 ])
 def test_options(build, overrides):
     alg = build("fixmatch_dm", num_train_iter=2, **overrides)
     logs = _train_logs(alg)
     assert math.isfinite(logs[-1]["train/total_loss"])
     assert isinstance(alg.model, WithMixHead) == (overrides.get("dm_head") != "shared")
+
+
+def test_mixer_options_reach_both_mixers(build):
+    alg = build("fixmatch_dm", dm_mixer="fmix", dm_mixer_options={"decay_power": 4.0})
+    assert alg.dm.mixer_ll.decay_power == alg.dm.mixer_lu.decay_power == 4.0
+    assert alg.dm.mixer_lu.bias_to_a and not alg.dm.mixer_ll.bias_to_a
+    with pytest.raises(ValueError, match="dm_mixer_options.*fmix.*scope"):
+        build("fixmatch_dm", dm_mixer="fmix", dm_mixer_options={"scope": [0.1, 0.8]})
 
 
 def test_bad_dm_key_is_a_clear_error(build):

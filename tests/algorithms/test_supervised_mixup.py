@@ -153,3 +153,17 @@ def test_net_options_reach_the_net(build_sup):
     assert any(type(m).__name__ == "DropPath" for m in alg.model.modules())
     with pytest.raises(ValueError, match="net_options"):
         build_sup(net_options={"drop_path_rate": 0.1})     # small_cnn has no drop path
+
+
+def test_mixer_options_reach_the_mixers(build_sup):
+    alg = build_sup(mix_mixers="puzzlemix,fmix", mix_alpha="1.0",
+                    mix_options={"puzzlemix": {"block_nums": [2, 4], "transport": False},
+                                 "fmix": {"decay_power": 4.0}})
+    assert alg.mixers[0].block_nums == (2, 4) and alg.mixers[0].transport is False
+    assert alg.mixers[1].decay_power == 4.0
+    with pytest.raises(ValueError, match="mix_options: cutmix not in mix_mixers"):
+        build_sup(mix_mixers="mixup", mix_options={"cutmix": {}})
+    with pytest.raises(ValueError, match="mix_options.*puzzlemix.*beta"):
+        build_sup(mix_mixers="puzzlemix", mix_options={"puzzlemix": {"beta": -1}})
+    with pytest.raises(ValueError, match="mix_options must map"):
+        build_sup(mix_options={"block_nums": 2})
