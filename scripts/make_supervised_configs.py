@@ -20,8 +20,8 @@ ImageNet-1k (Table A1, spec §7), ``configs/supervised/imagenet/``, from timm's 
   0.99996, bicubic, drop-path 0.1 (DeiT-S) / 0.2 (Swin-T); MCE / DM(CE) (η 0.1);
 - RSB A3: timm ``lamb`` lr 8e-3, batch 2048, wd 0.02, 100 epochs, 5 warm-up epochs, cosine,
   train 160 / test 224 (crop 0.95), ``rand-m6-mstd0.5-inc1``, Mixup 0.1 / CutMix 1.0 switched
-  with p 0.5, BCE with target threshold 0.2, bicubic, drop-path 0.05, no EMA; ResNet-18/34/50 ×
-  MBCE / DM(BCE).
+  with p 0.5, BCE with target threshold 0.2 averaged over classes (timm's), bicubic, drop-path
+  0.05, no EMA; ResNet-18/34/50 × MBCE / DM(BCE).
 DM variants use α = 0.2 for Mixup and CutMix (spec §3, B.3), the baselines the recipe's α.
 """
 
@@ -160,7 +160,7 @@ def imagenet_configs():
                            optim="lamb", lr=8e-3, weight_decay=0.02, num_warmup_epochs=5,
                            img_size=160, eval_img_size=224, crop_pct=0.95,
                            auto_augment="rand-m6-mstd0.5-inc1", interpolation="bicubic",
-                           mix_bce_threshold=0.2,
+                           mix_bce_threshold=0.2, mix_bce_class_reduction="mean",
                            **({"mix_bce_mode": "one"} if loss == "mbce" else {}),
                            net_options={"drop_path_rate": 0.05})
 

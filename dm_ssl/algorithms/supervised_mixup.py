@@ -18,7 +18,8 @@ built from timm's parts rather than re-written ones:
   epoch`` steps per epoch;
 - EMA of the weights: semilearn's ``ema_m`` (DeiT 0.99996), used for evaluation;
 - label smoothing ``mix_label_smoothing`` (DeiT 0.1); BCE target threshold
-  ``mix_bce_threshold`` (RSB 0.2, as timm's ``BinaryCrossEntropy``);
+  ``mix_bce_threshold`` (RSB 0.2) and ``mix_bce_class_reduction: mean``, as timm's
+  ``BinaryCrossEntropy`` (spec §4's form sums over classes);
 - transforms (RandAugment, random erasing, bicubic resizes, test size): the dataset keys of
   :func:`dm_ssl.data.supervised_transforms`, timm's own transforms.
 """
@@ -52,11 +53,12 @@ def loss_kwargs(args: Any) -> Dict[str, Any]:
         return dict(eta=args.mix_eta, mode=args.mix_mode, thr=args.mix_thr,
                     scale=args.mix_scale, t=args.mix_t, k=args.mix_k,
                     label_smoothing=args.mix_label_smoothing)
-    threshold = getattr(args, "mix_bce_threshold", None)
+    bce = {"target_threshold": args.mix_bce_threshold,
+           "class_reduction": args.mix_bce_class_reduction}
     if name == "mbce":
-        return {"mode": args.mix_bce_mode, "target_threshold": threshold}
+        return {"mode": args.mix_bce_mode, **bce}
     if name == "dm_bce":
-        return {"t": args.mix_t, "xi": args.mix_xi, "target_threshold": threshold}
+        return {"t": args.mix_t, "xi": args.mix_xi, **bce}
     raise ValueError(f"mix_loss: unknown {name!r}; expected mce, dm_ce, mbce or dm_bce")
 
 
@@ -207,6 +209,8 @@ class SupervisedMixup(FullySupervised):
             SSL_Argument("--mix_bce_mode", str, "one", "MBCE target: one or two"),
             SSL_Argument("--mix_label_smoothing", float, 0.0, "label smoothing of MCE parts"),
             SSL_Argument("--mix_bce_threshold", float, None, "BCE target threshold (RSB 0.2)"),
+            SSL_Argument("--mix_bce_class_reduction", str, "sum",
+                         "BCE over classes: sum (spec §4) or mean (timm's, RSB)"),
             SSL_Argument("--warmup_lr", float, 0.0, "lr at the start of the warm-up"),
             SSL_Argument("--min_lr", float, 0.0, "lr at the end of the cosine"),
             SSL_Argument("--repeated_aug", int, 1, "repeats per image (DeiT 3; 1: off)"),

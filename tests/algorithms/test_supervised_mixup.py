@@ -141,8 +141,8 @@ def test_repeated_augmentation_repeats_images_and_keeps_the_epoch_length(build_s
 
 
 def test_bce_target_threshold_reaches_the_loss(build_sup):
-    alg = build_sup(mix_loss="mbce", mix_bce_threshold=0.2)
-    assert alg.criterion.target_threshold == 0.2
+    alg = build_sup(mix_loss="mbce", mix_bce_threshold=0.2, mix_bce_class_reduction="mean")
+    assert alg.criterion.target_threshold == 0.2 and alg.criterion.class_reduction == "mean"
     assert build_sup(mix_loss="dm_bce", mix_bce_threshold=0.2).criterion.target_threshold == 0.2
     with pytest.raises(ValueError, match="mix_loss 'mbce'.*target_threshold"):
         build_sup(mix_loss="mbce", mix_bce_threshold=1.5)
