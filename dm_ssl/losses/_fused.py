@@ -1,18 +1,27 @@
-"""Fused CPU kernel of the two-component DM(CE) rows (spec §3), compiled on first use.
+"""Fused CPU kernel of the two-component DM(CE) and MCE losses (spec §3), compiled on first use.
 
 At the batch sizes of mixup training (N ≈ 448, C ≈ 100) the composed-operator version of
-:mod:`dm_ssl.losses.dm_ce` spends its time in per-operator dispatch, not on the logits. This
-kernel does one row per iteration in C++ (rows split over threads with ``at::parallel_for``):
-forward = a max and an exp-sum over R = {1..C} \\ {a, b} (two passes over the row, as a
-softmax), backward = one pass writing ``softmax_R · d/d lse_R`` plus the two mixed columns. The
-math is the one of ``_DecoupledCE`` (same stable two-term normalisers, same softplus
-threshold), tested against it in float64.
+:mod:`dm_ssl.losses.dm_ce` spends its time in per-operator dispatch, not on the logits. Here the
+whole loss, reduction included, is one autograd node written in C++ (``DMPairLoss``):
 
-Built with ``torch.utils.cpp_extension.load_inline`` (a C++ compiler and ninja are needed, the
-build takes ~30 s once and is cached in torch's extension folder). ``DM_SSL_FUSED_CPU``:
-``auto`` (default: build on first CPU use, fall back to the composed version with one warning
-if that fails), ``0`` (never), ``1`` (required: a failed build is an error). CUDA tensors and
-other dtypes than float32/float64 always take the composed version.
+* forward: per row, a max and an exp-sum over R = {1..C} \\ {a, b} (two passes over the row,
+  as a softmax; the row is copied into a −inf-padded buffer so both passes are whole vectors);
+  then every per-row scalar (the normalisers ``lse_R`` and ``lse_all``, softplus) in one loop
+  vectorised across rows;
+* backward: the per-row coefficients vectorised across rows, then one pass per row writing
+  ``softmax_R · d/d lse_R`` and the two mixed columns.
+
+The math is the one of ``_DecoupledCE`` on ``_pair_rows`` (same stable two-term normalisers,
+no normaliser by subtraction, same softplus threshold); float32 uses Cephes' exp/log
+polynomials (~1 ulp) so that the loops vectorise, float64 the C library. MCE is the same
+kernel with η = 0. Single-threaded: at these sizes a thread pool costs more than it saves.
+
+Built with ``torch.utils.cpp_extension.load_inline`` (a C++ compiler and ninja; ~30 s once,
+cached in torch's extension folder under a name that includes the CPU capability).
+``DM_SSL_FUSED_CPU``: ``auto`` (default: build on first CPU use, fall back to the composed
+version with one warning if that fails), ``0`` (never), ``1`` (a failed build is an error).
+CUDA tensors, CPU autocast, a differentiable ``weight`` and other dtypes than
+float32/float64 take the composed version.
 """
 
 from __future__ import annotations
