@@ -15,6 +15,17 @@ pytest.importorskip("semilearn")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def train_two_processes(cfg: Path, save_dir: Path) -> None:
+    """``dm-ssl train`` under torchrun with two CPU processes (gloo)."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "dm_ssl.cli", "train",
+         "--config", str(cfg), "--save-dir", str(save_dir)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent /
                     "torchrun").exists(), reason="torchrun not installed")
 @pytest.mark.parametrize("alg,extra", [
@@ -28,13 +39,7 @@ def test_torchrun_two_processes_cpu(tmp_path, alg, extra):
         "in_channels": 1, "num_train_iter": 4, "epoch": 1, "num_eval_iter": 2,
         "batch_size": 8, "uratio": 2, "eval_batch_size": 64, "num_workers": 0, "seed": 0,
         "progress": False, "device": "cpu"}))
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "dm_ssl.cli", "train",
-         "--config", str(cfg), "--save-dir", str(tmp_path / "runs")],
-        capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
-    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    train_two_processes(cfg, tmp_path / "runs")
     run = tmp_path / "runs" / f"{alg}_digits"
     results = json.loads((run / "results.json").read_text())
     assert results["final_it"] == 4
@@ -64,13 +69,7 @@ def test_torchrun_supervised_puzzlemix_with_repeated_augmentation(tmp_path):
         "num_train_iter": 4, "epoch": 2, "num_eval_iter": 2, "batch_size": 8,
         "eval_batch_size": 16, "num_workers": 0, "seed": 0, "progress": False,
         "device": "cpu", "data_dir": str(tmp_path / "data")}))
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "dm_ssl.cli", "train",
-         "--config", str(cfg), "--save-dir", str(tmp_path / "runs")],
-        capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
-    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    train_two_processes(cfg, tmp_path / "runs")
     results = json.loads((tmp_path / "runs" / "supervised_mixup_cifar10" /
                           "results.json").read_text())
     assert results["final_it"] == 4
