@@ -3,9 +3,10 @@
 
 For every registered mixer, the median wall time of one call (mixing a batch with a random
 permutation of itself; PuzzleMix includes its saliency forward/backward, graph solver and
-transport) and, for reference, of one forward + backward of the network on the unmixed batch,
-all measured in this one run, on CPU (and CUDA when present). Default: CIFAR-sized batch of 100
-3×32×32 images, ``cifar_resnet18``, 100 classes.
+transport; its solver + transport alone are also timed per grid size n) and, for reference,
+of one forward + backward of the network on the unmixed batch, all measured in this one run, on
+CPU (and CUDA when present). Default: CIFAR-sized batch of 100 3×32×32 images,
+``cifar_resnet18``, 100 classes.
 
     .venv/bin/python scripts/bench_mixers.py [--batch 100] [--size 32] [--net cifar_resnet18]
                                              [--repeats 5] [--threads 2]
@@ -51,7 +52,7 @@ def main() -> None:
 
 
 def bench(device: str, args: argparse.Namespace) -> None:
-    from dm_ssl.mixers import MIXERS, build_mixer
+    from dm_ssl.mixers import MIXERS, build_mixer, puzzlemix_images
     from dm_ssl.nets import get_net_builder
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -74,6 +75,15 @@ def bench(device: str, args: argparse.Namespace) -> None:
                        generator=torch.Generator().manual_seed(1), model=net)
         ms = median_ms(call, args.repeats, sync)
         print(f"{name:<14} {ms:12.1f} {ms / ref:10.3f}")
+    # PuzzleMix without its saliency pass: mask solver + transport per grid size
+    sal = torch.rand(args.batch, args.size, args.size, generator=g).to(device)
+    perm = torch.randperm(args.batch, generator=g).to(device)
+    lam = torch.rand(args.batch, generator=g, dtype=torch.float64).to(device)
+    for n in (2, 4, 8, 16):
+        if args.size % n == 0:
+            ms = median_ms(partial(puzzlemix_images, x, x[perm], sal, sal[perm], lam,
+                                   block_num=n), args.repeats, sync)
+            print(f"{'  solver n=' + str(n):<14} {ms:12.1f} {ms / ref:10.3f}")
 
 
 if __name__ == "__main__":
