@@ -27,12 +27,13 @@ Definitions
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from dm_ssl.mixers.base import eval_mode, logits_of
 
 __all__ = [
     "eval_mode", "fgsm_attack", "fgsm_error_rate", "mixed_accuracy", "mixed_topk_accuracy",
@@ -47,21 +48,8 @@ DEFAULT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # helpers
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` and all its submodules in eval mode; restore each one's mode on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 def _logits(model: nn.Module, x: Tensor) -> Tensor:
-    out = model(x)
-    return out["logits"] if isinstance(out, dict) else out
+    return logits_of(model(x))
 
 
 def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
@@ -213,7 +201,7 @@ def mixed_accuracy(model: nn.Module, loader: Iterable[Any], mixer: Any,
             res = mixer(x, y, **kwargs)
             with torch.no_grad():
                 out = res.forward(model)
-            logits = out["logits"] if isinstance(out, dict) else out
+            logits = logits_of(out)
             top1, top2 = mixed_topk_correct(logits, res.y_a, res.y_b)
             c1 += int(top1.sum())
             c2 += int(top2.sum())

@@ -41,7 +41,8 @@ from __future__ import annotations
 import abc
 import math
 import numbers
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional, Union
 
@@ -206,6 +207,28 @@ def unwrap(model: nn.Module) -> nn.Module:
     while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         model = model.module
     return model
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` and all its submodules in eval mode; restore each one's mode on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def logits_of(out: Any) -> Tensor:
+    """The logits of a model's output: a tensor, or semilearn's ``{'logits', 'feat'}`` dict."""
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, Mapping) and isinstance(out.get("logits"), Tensor):
+        return out["logits"]
+    raise ValueError("model must return a tensor of logits or a dict with key 'logits', "
+                     f"got {type(out).__name__}")
 
 
 def lam_dtype(x: Tensor) -> torch.dtype:

@@ -57,7 +57,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any, Optional
 
 import torch
@@ -65,7 +66,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _random
-from .base import Mixer, MixResult, Pairing, lam_dtype, unwrap
+from .base import Mixer, MixResult, Pairing, lam_dtype, logits_of, unwrap
+from .base import eval_mode as module_eval_mode
 from .registry import register_mixer
 
 _LOG_EPS = 1e-8  # inside log(λ) of the label prior, as the official code
@@ -73,15 +75,6 @@ _LOG_EPS = 1e-8  # inside log(λ) of the label prior, as the official code
 
 # ---------------------------------------------------------------------------------------------
 # saliency
-
-
-def _logits(out: Any) -> Tensor:
-    if isinstance(out, Tensor):
-        return out
-    if isinstance(out, Mapping) and isinstance(out.get("logits"), Tensor):
-        return out["logits"]
-    raise ValueError("model must return a tensor of logits or a dict with key 'logits', "
-                     f"got {type(out).__name__}")
 
 
 def input_saliency(model: nn.Module, x: Tensor, y: Tensor, *, eval_mode: bool = True) -> Tensor:
@@ -95,24 +88,18 @@ def input_saliency(model: nn.Module, x: Tensor, y: Tensor, *, eval_mode: bool = 
     Returned in float32 (float64 for float64 x), detached.
     """
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
-    try:
-        if eval_mode:
-            for m, _ in modes:
-                m.training = False
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_()
-            logits = _logits(model(xg))
-            target = y.to(logits.device)
-            if target.is_floating_point():
-                target = target.to(torch.float32 if logits.dtype != torch.float64
-                                   else torch.float64)
-            loss = F.cross_entropy(logits.float() if logits.dtype != torch.float64 else logits,
-                                   target, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, xg)
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    modes = (module_eval_mode(model) if eval_mode and isinstance(model, nn.Module)
+             else nullcontext())
+    with modes, torch.enable_grad():
+        xg = x.detach().requires_grad_()
+        logits = logits_of(model(xg))
+        target = y.to(logits.device)
+        if target.is_floating_point():
+            target = target.to(torch.float32 if logits.dtype != torch.float64
+                               else torch.float64)
+        loss = F.cross_entropy(logits.float() if logits.dtype != torch.float64 else logits,
+                               target, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xg)
     return grad.detach().to(work).square().mean(1).sqrt()
 
 
