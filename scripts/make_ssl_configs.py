@@ -30,6 +30,9 @@ DM_KEYS = {  # spec §6.1, the official defaults
     "dm_w_ll": 1.0, "dm_w_lu": 1.0, "dm_mixer": "mixup", "dm_alpha": 1.0, "dm_loss": "dm_ce",
     "dm_eta": 1.0, "dm_mode": "both", "dm_thr": 0.5, "dm_scale": "pow", "dm_t": 1.0,
     "dm_k": 1.0, "dm_p_mix_cutoff": None, "dm_mask": "auto", "dm_head": "separate",
+    # what OpenMixup's DMixMatch does (README: Differences from the official code)
+    "dm_ramp_ll": "none", "dm_ramp_lu": "cosine", "dm_bias_ll": True, "dm_bn": "freeze",
+    "dm_forward": "separate", "dm_head_init": "normal",
 }
 
 

@@ -59,3 +59,19 @@ def test_bench_mixers_smoke():
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
     assert set(MIXERS) <= lines and "fwd+bwd" in lines
+
+
+def test_dm_options_experiment_smoke(tmp_path):
+    import json
+
+    out = tmp_path / "opts"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "exp_dm_options.py"), "--seeds", "0",
+         "--iters", "4", "--only", "FixMatch", "freeze + separate", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "dm_options.json").read_text())
+    assert set(results) == {"FixMatch", "DM(CE), freeze + separate"}
+    assert results["FixMatch"][0]["mix_mask"] is None
+    assert results["DM(CE), freeze + separate"][0]["mix_mask"] is not None
+    assert "| DM(CE), freeze + separate |" in proc.stdout

@@ -14,7 +14,7 @@ import inspect
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from semilearn.algorithms.utils import SSL_Argument
+from semilearn.algorithms.utils import SSL_Argument, str2bool
 from semilearn.core.utils import ALGORITHMS
 from torch import nn
 
@@ -51,13 +51,20 @@ def dm_arguments() -> List[SSL_Argument]:
         SSL_Argument("--dm_head", str, d.head, "separate (a second linear head) or shared"),
         SSL_Argument("--dm_mixer_options", dict, d.mixer_options,
                      "keyword arguments of the mixer, e.g. {block_nums: [2, 4]}"),
+        SSL_Argument("--dm_ramp_ll", str, d.ramp_ll, "none or cosine: ramp of w_ll"),
+        SSL_Argument("--dm_ramp_lu", str, d.ramp_lu, "none or cosine: ramp of w_lu"),
+        SSL_Argument("--dm_bias_ll", str2bool, d.bias_ll, "max(lam, 1 - lam) on L_ll too"),
+        SSL_Argument("--dm_bn", str, d.bn, "update or freeze: BN running stats in the DM forward"),
+        SSL_Argument("--dm_forward", str, d.forward, "concat or separate forwards of L_ll, L_lu"),
+        SSL_Argument("--dm_head_init", str, d.head_init, "default or normal (N(0, 0.01), bias 0)"),
     ]
 
 
 class WithMixHead(nn.Module):
     """A semilearn net plus the mix head: ``forward`` is the net's, ``mix_head`` scores mixes."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, seed: int) -> None:
+    def __init__(self, backbone: nn.Module, num_classes: int, seed: int,
+                 init: str = "default") -> None:
         super().__init__()
         self.backbone = backbone
         feat_dim = getattr(backbone, "num_features", None)
@@ -69,6 +76,9 @@ class WithMixHead(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.mix_head = nn.Linear(feat_dim, num_classes)
+            if init == "normal":  # OpenMixup's heads: normal_init(std=0.01, bias=0)
+                nn.init.normal_(self.mix_head.weight, std=0.01)
+                nn.init.zeros_(self.mix_head.bias)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.backbone(*args, **kwargs)
@@ -91,7 +101,8 @@ class DecoupledMixupMixin:
     def _with_head(self, net: nn.Module) -> nn.Module:
         if not (self.dm_cfg.enabled and self.dm_cfg.head == "separate"):
             return net
-        return WithMixHead(net, self.num_classes, seed=self.args.seed + 7919)
+        return WithMixHead(net, self.num_classes, seed=self.args.seed + 7919,
+                           init=self.dm_cfg.head_init)
 
     def set_model(self):
         return self._with_head(super().set_model())

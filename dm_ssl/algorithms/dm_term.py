@@ -10,6 +10,11 @@
 * ``w_lu(t) = w_lu · ½(1 − cos(π t / T))`` over the whole run: a true cosine ramp from 0 to w_lu
   (spec §8.3: the reference toolbox compounds it and finishes in ~3.5k of 88k iterations).
 
+Options that restore what the official DMixMatch does (README: Differences from the official
+code): ``ramp_ll`` (ramp L_ll like L_lu), ``bias_ll`` (max(λ, 1−λ) in L_ll too), ``bn='freeze'``
+(the DM forward leaves BN running statistics to the host's clean batch), ``forward='separate'``
+(one forward per term), ``head_init='normal'`` (read by the host's mix head).
+
 This module knows nothing about semilearn: :class:`DMConfig` holds the hyper-parameters (read
 from the config once), :class:`DecoupledMixupTerm` computes the term given the network, the
 batch and what the host produced (weak-view probabilities and mask). Hosts compose it
@@ -19,6 +24,7 @@ batch and what the host produced (weak-view probabilities and mask). Hosts compo
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional, Tuple
 
@@ -27,10 +33,15 @@ from torch import Tensor, nn
 
 from dm_ssl.losses import build_loss
 from dm_ssl.mixers import build_mixer
+from dm_ssl.mixers.base import frozen_bn_stats
 
 MASKS = ("auto", "threshold", "host")
 HEADS = ("separate", "shared")
 LOSSES = ("dm_ce", "mce")
+RAMPS = ("none", "cosine")
+BN_MODES = ("update", "freeze")
+FORWARDS = ("concat", "separate")
+HEAD_INITS = ("default", "normal")
 
 
 @dataclass
@@ -52,6 +63,12 @@ class DMConfig:
     mask: str = "auto"                    # auto: host mask for class-wise hosts, else threshold
     head: str = "separate"
     mixer_options: Dict[str, Any] = field(default_factory=dict)  # e.g. PuzzleMix block_nums
+    ramp_ll: str = "none"        # none: w_ll from the first step; cosine: as L_lu's ramp
+    ramp_lu: str = "cosine"
+    bias_ll: bool = False        # max(λ, 1−λ) on L_ll too (the official code does)
+    bn: str = "update"           # freeze: the DM forward leaves BN running statistics alone
+    forward: str = "concat"      # separate: L_ll and L_lu in two forwards (own BN batches)
+    head_init: str = "default"   # normal: the mix head N(0, 0.01), bias 0 (OpenMixup's heads)
 
     @classmethod
     def from_args(cls, args: Any) -> DMConfig:
@@ -63,12 +80,16 @@ class DMConfig:
         for name in ("w_ll", "w_lu", "eta"):
             if not (float(getattr(self, name)) >= 0):
                 raise ValueError(f"dm_{name} must be >= 0, got {getattr(self, name)!r}")
-        for name, choices in (("mask", MASKS), ("head", HEADS), ("loss", LOSSES)):
+        for name, choices in (("mask", MASKS), ("head", HEADS), ("loss", LOSSES),
+                              ("ramp_ll", RAMPS), ("ramp_lu", RAMPS), ("bn", BN_MODES),
+                              ("forward", FORWARDS), ("head_init", HEAD_INITS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"dm_{name} must be one of {', '.join(choices)}, "
                                  f"got {getattr(self, name)!r}")
         if self.p_mix_cutoff is not None and not 0 <= float(self.p_mix_cutoff) <= 1:
             raise ValueError(f"dm_p_mix_cutoff must be in [0, 1], got {self.p_mix_cutoff!r}")
+        if not isinstance(self.bias_ll, bool):
+            raise ValueError(f"dm_bias_ll must be true or false, got {self.bias_ll!r}")
         if not isinstance(self.mixer_options, dict):
             raise ValueError(f"dm_mixer_options must be a mapping of {self.mixer}'s keyword "
                              f"arguments, got {self.mixer_options!r}")
@@ -77,6 +98,11 @@ class DMConfig:
     def enabled(self) -> bool:
         """All DM weights at 0: the algorithm is exactly its host (no extra forward, no draws)."""
         return self.w_ll > 0 or self.w_lu > 0
+
+
+def ramp(kind: str, it: int, total: int) -> float:
+    """The weight factor of a DM term at iteration ``it``: 1 (``none``) or :func:`cosine_ramp`."""
+    return cosine_ramp(it, total) if kind == "cosine" else 1.0
 
 
 def cosine_ramp(it: int, total: int) -> float:
@@ -108,7 +134,8 @@ class DecoupledMixupTerm:
                        k=cfg.k) if cfg.loss == "dm_ce" else {}
         self.criterion = build_loss(cfg.loss, **loss_kw)
         try:
-            self.mixer_ll = build_mixer(cfg.mixer, alpha=cfg.alpha, **cfg.mixer_options)
+            self.mixer_ll = build_mixer(cfg.mixer, alpha=cfg.alpha, bias_to_a=cfg.bias_ll,
+                                        **cfg.mixer_options)
             self.mixer_lu = build_mixer(cfg.mixer, alpha=cfg.alpha, bias_to_a=True,
                                         **cfg.mixer_options)
         except ValueError as err:
@@ -142,15 +169,18 @@ class DecoupledMixupTerm:
         def logits_of(out: Dict[str, Tensor]) -> Tensor:
             return out["logits"] if head is None else head(out["feat"])
 
-        w_lu = cfg.w_lu * cosine_ramp(it, total_it)
+        w_ll = cfg.w_ll * ramp(cfg.ramp_ll, it, total_it)
+        w_lu = cfg.w_lu * ramp(cfg.ramp_lu, it, total_it)
         max_prob, pseudo = probs_ulb_w[:n_l].detach().max(-1)
         g = self.generator
         ll = self.mixer_ll(x_lb, y_lb, generator=g, model=net)
         lu = self.mixer_lu(x_lb, y_lb, x_b=x_ulb_w[:n_l], y_b=pseudo, generator=g, model=net)
-        if ll.hook is not None or lu.hook is not None:  # feature mixing: one forward each
-            logits_ll, logits_lu = logits_of(ll.forward(net)), logits_of(lu.forward(net))
-        else:                          # input mixing: one forward for both mixed batches
-            logits_ll, logits_lu = logits_of(net(torch.cat([ll.x, lu.x]))).split(n_l)
+        with frozen_bn_stats(net) if cfg.bn == "freeze" else nullcontext():
+            if cfg.forward == "separate" or ll.hook is not None or lu.hook is not None:
+                # feature mixing needs one forward each; `separate` gives each its BN batch
+                logits_ll, logits_lu = logits_of(ll.forward(net)), logits_of(lu.forward(net))
+            else:                      # input mixing: one forward for both mixed batches
+                logits_ll, logits_lu = logits_of(net(torch.cat([ll.x, lu.x]))).split(n_l)
         if use_host_mask:
             if host_mask is None:
                 raise ValueError("dm_mask='host' but the host produced no mask")
@@ -160,8 +190,8 @@ class DecoupledMixupTerm:
             mask_lu = mix_threshold_mask(max_prob, lu.lam, p_cutoff, p_mix)
         loss_ll = self.criterion(logits_ll, ll.y_a, ll.y_b, ll.lam)
         loss_lu = self.criterion(logits_lu, lu.y_a, lu.y_b, lu.lam, weight=mask_lu)
-        total = cfg.w_ll * loss_ll + w_lu * loss_lu
+        total = w_ll * loss_ll + w_lu * loss_lu
         logs = {"mix_ll_loss": loss_ll.item(), "mix_lu_loss": loss_lu.item(),
                 "mix_loss": total.item(), "mix_mask_ratio": mask_lu.float().mean().item(),
-                "w_lu": w_lu}
+                "w_ll": w_ll, "w_lu": w_lu}
         return total, logs

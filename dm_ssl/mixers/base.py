@@ -221,6 +221,28 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+@contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[nn.Module]:
+    """Batch norm of ``model`` normalises with batch statistics but leaves its running
+    statistics (and ``num_batches_tracked``) untouched; every layer's setting is restored on exit.
+
+    A train-mode forward of mixed images would otherwise fold them into the statistics used at
+    evaluation (USB's EMA averages parameters only). ``track_running_stats = False`` in train
+    mode is exactly that in ``_BatchNorm.forward`` (and ``SyncBatchNorm``): batch statistics,
+    no buffer passed, nothing counted.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.track_running_stats for m in layers]
+    for m in layers:
+        if m.training:
+            m.track_running_stats = False
+    try:
+        yield model
+    finally:
+        for m, track in zip(layers, saved):
+            m.track_running_stats = track
+
+
 def logits_of(out: Any) -> Tensor:
     """The logits of a model's output: a tensor, or semilearn's ``{'logits', 'feat'}`` dict."""
     if isinstance(out, Tensor):

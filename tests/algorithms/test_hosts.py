@@ -126,3 +126,75 @@ def test_resume_restores_everything_and_refuses_partial_checkpoints(build, tmp_p
     (tmp_path / "corrupt.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt.pth"):
         build("flexmatch_dm").load_model(str(tmp_path / "corrupt.pth"))
+
+
+def _bn_buffers(model):
+    return {k: v.clone() for k, v in model.state_dict().items()
+            if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+
+
+@pytest.mark.parametrize("bn,forward,per_step", [
+    ("update", "concat", 2), ("update", "separate", 3), ("freeze", "concat", 1),
+    ("freeze", "separate", 1)])
+def test_dm_bn_and_forward(build, bn, forward, per_step):
+    """dm_bn=freeze: the DM forwards leave BN running statistics to the host's clean batch
+    (fixmatch counts 1 batch per step); dm_forward=separate: L_ll and L_lu forward apart."""
+    alg = build("fixmatch_dm", num_train_iter=2, dm_bn=bn, dm_forward=forward)
+    calls = []
+    handle = alg.model.backbone.register_forward_hook(
+        lambda m, i, o: calls.append(len(i[0])) if m.training else None)  # not evaluation
+    before = _bn_buffers(alg.model)
+    _train_logs(alg)
+    handle.remove()
+    after = _bn_buffers(alg.model)
+    tracked = [k for k in after if k.endswith("num_batches_tracked")]
+    assert tracked and all(int(after[k] - before[k]) == 2 * per_step for k in tracked)
+    n_l = 4  # batch_size of tiny_config; the host's forward holds 4 + 2 * 8 images
+    dm_calls = [c for c in calls if c != n_l + 2 * 8]
+    assert dm_calls == ([2 * n_l] if forward == "concat" else [n_l, n_l]) * 2
+    for m in alg.model.modules():  # the switch is restored after every step
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            assert m.track_running_stats
+
+
+def test_dm_bn_freeze_leaves_running_statistics_untouched(build):
+    alg = build("fixmatch_dm", dm_bn="freeze")
+    data = alg.dataset_dict
+    x_lb = torch.stack([data["train_lb"][i]["x_lb"] for i in range(4)])
+    x_ulb = torch.stack([data["train_ulb"][i]["x_ulb_w"] for i in range(8)])
+    y_lb = torch.arange(4) % 4
+    probs = torch.full((8, 4), 0.25)
+    net, head = alg.model.backbone, alg.model.mix_head
+    net.train()
+    before = _bn_buffers(net)
+    loss, _ = alg.dm(net, head, x_lb, y_lb, x_ulb, probs, None, p_cutoff=0.95,
+                     use_host_mask=False, it=5, total_it=10)
+    loss.backward()
+    after = _bn_buffers(net)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    alg.dm.cfg.bn = "update"  # the same call in update mode does change them
+    alg.dm(net, head, x_lb, y_lb, x_ulb, probs, None, p_cutoff=0.95, use_host_mask=False,
+           it=5, total_it=10)
+    assert not all(torch.equal(after[k], v) for k, v in _bn_buffers(net).items())
+
+
+def test_dm_ramp_bias_and_head_init_options(build):
+    alg = build("fixmatch_dm", num_train_iter=2, dm_ramp_ll="cosine", dm_ramp_lu="none",
+                dm_bias_ll=True, dm_head_init="normal")
+    head = alg.model.mix_head
+    assert torch.count_nonzero(head.bias) == 0
+    assert head.weight.std().item() == pytest.approx(0.01, rel=0.2)
+    assert alg.dm.mixer_ll.bias_to_a and alg.dm.mixer_lu.bias_to_a
+    lam = alg.dm.mixer_ll.resolve_lam(None, 64, generator=torch.Generator().manual_seed(0),
+                                      device=torch.device("cpu"))
+    assert (lam >= 0.5).all() and lam.min() < 0.9
+    logs = _train_logs(alg)
+    assert [lg["train/w_ll"] for lg in logs] == [0.0, pytest.approx(0.5)]
+    assert [lg["train/w_lu"] for lg in logs] == [1.0, 1.0]
+    default = build("fixmatch_dm", num_train_iter=2)
+    assert [lg["train/w_ll"] for lg in _train_logs(default)] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="dm_bn"):
+        build("fixmatch_dm", dm_bn="frozen")
+    with pytest.raises(ValueError, match="dm_forward"):
+        build("fixmatch_dm", dm_forward="split")
