@@ -39,6 +39,9 @@ DM_SSL_KEYS: Dict[str, Any] = {
     "resize": 256,             # Resize before the 224 crop
     "ten_crop": False,         # 10-crop evaluation
     "randaugment": True,       # RandAugment in the strong views
+    "randaugment_views": "strong",  # strong | all (official Self-Tuning: all four views)
+    "randaugment_n": 3,        # RandAugment(n, m): semilearn's 224-px setting; Self-Tuning 2
+    "randaugment_m": 10,
     "pretrained_path": None,   # ImageNet weights file (else the torch hub / timm cache)
     # supervised / data-efficient mixup (supervised_mixup; spec §6.3)
     "subset_percent": None,    # class-balanced share of the training labels (15, 30, 50)
@@ -52,6 +55,8 @@ DM_SSL_KEYS: Dict[str, Any] = {
 }
 #: supervised-only transform keys and their defaults (refused elsewhere, never silently unused)
 AUGMENT_KEYS = ("auto_augment", "reprob", "interpolation", "crop_pct", "eval_img_size")
+#: fine-grained transfer transform keys (refused for other datasets)
+FINEGRAINED_KEYS = ("randaugment_views", "randaugment_n", "randaugment_m")
 SUPERVISED = ("supervised_mixup", "fullysupervised", "supervised")
 FINEGRAINED = ("cub200", "stanford_cars", "fgvc_aircraft")
 _CKPT = "latest_model.pth"
@@ -126,6 +131,17 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
             if out[key] != DM_SSL_KEYS[key]:
                 raise ConfigError(f"config key {key!r} applies to supervised training on "
                                   "cifar10/100, tinyimagenet and imagenet only")
+    if out["dataset"] not in FINEGRAINED:
+        for key in FINEGRAINED_KEYS:
+            if out[key] != DM_SSL_KEYS[key]:
+                raise ConfigError(f"config key {key!r} applies to the fine-grained transfer "
+                                  f"datasets ({', '.join(FINEGRAINED)}) only")
+    if out["randaugment_views"] not in ("strong", "all"):
+        raise ConfigError("config key 'randaugment_views' must be strong or all, got "
+                          f"{out['randaugment_views']!r}")
+    for key in ("randaugment_n", "randaugment_m"):
+        if out[key] < 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {out[key]!r}")
     if not isinstance(out["net_options"], dict):
         raise ConfigError(f"config key 'net_options' must be a mapping, got "
                           f"{out['net_options']!r}")
@@ -262,7 +278,9 @@ def prepare_run(cfg: Dict[str, Any]):
                 cfg["dataset"], cfg.get("data_dir"), cfg["label_percent"], cfg["seed"], run_dir,
                 algorithm=cfg["algorithm"], label_list=cfg.get("label_list"),
                 resize=cfg["resize"], crop=cfg["img_size"] or 224, ten_crop=cfg["ten_crop"],
-                randaugment=cfg["randaugment"], **(cfg.get("dataset_options") or {}))
+                randaugment=cfg["randaugment"],
+                **{k: cfg[k] for k in FINEGRAINED_KEYS if k in cfg},
+                **(cfg.get("dataset_options") or {}))
         else:
             dsets, info = build_ssl_datasets(
                 cfg["dataset"], cfg.get("data_dir"), cfg["num_labels"], cfg["seed"], run_dir,

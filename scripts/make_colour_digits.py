@@ -30,8 +30,20 @@ FOLDER = "cifar-10-batches-py"
 CLASS_NAMES = [str(d) for d in range(10)]
 
 
-def render(digits: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """Render grey 8×8 digits (uint8, 0..255) as ``(N, size, size, 3)`` uint8 colour images."""
+STYLES = ("hard", "plain")
+
+
+def render(digits: np.ndarray, rng: np.random.Generator, size: int = 32,
+           style: str = "hard") -> np.ndarray:
+    """Render grey 8×8 digits (uint8, 0..255) as ``(N, size, size, 3)`` uint8 colour images.
+
+    ``hard``: 22–30 px at a random offset, random colours on a two-colour gradient (either
+    polarity); ``plain``: 26–30 px, a bright random-colour digit on one dark random colour (a
+    set a small CNN learns in a few hundred steps; mixed samples still clash in colour).
+    """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
+    lo = 22 if style == "hard" else 26
     import torch
     import torch.nn.functional as F
 
@@ -39,17 +51,21 @@ def render(digits: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.n
     out = np.empty((n, size, size, 3), dtype=np.float32)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1)
     for i in range(n):
-        side = int(rng.integers(22, 31))
+        side = int(rng.integers(lo, 31))
         glyph = torch.from_numpy(digits[i].astype(np.float32) / 255.0)[None, None]
         glyph = F.interpolate(glyph, size=(side, side), mode="bilinear",
                               align_corners=False)[0, 0].clamp(0, 1).numpy()
         alpha = np.zeros((size, size), dtype=np.float32)
         top, left = (int(v) for v in rng.integers(0, size - side + 1, size=2))
         alpha[top:top + side, left:left + side] = glyph
-        bg0, bg1 = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
-        fg = rng.uniform(0, 255, size=3).astype(np.float32)
-        while np.abs(fg - (bg0 + bg1) / 2).max() < 80:  # keep the digit visible
+        if style == "plain":  # a dark background, a bright digit: colour but fixed polarity
+            bg0 = bg1 = rng.uniform(0, 110, size=3).astype(np.float32)
+            fg = rng.uniform(150, 255, size=3).astype(np.float32)
+        else:
+            bg0, bg1 = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
             fg = rng.uniform(0, 255, size=3).astype(np.float32)
+            while np.abs(fg - (bg0 + bg1) / 2).max() < 80:  # keep the digit visible
+                fg = rng.uniform(0, 255, size=3).astype(np.float32)
         angle = rng.uniform(0, 2 * np.pi)
         ramp = (np.cos(angle) * xx + np.sin(angle) * yy)
         ramp = (ramp - ramp.min()) / max(float(ramp.max() - ramp.min()), 1e-6)
@@ -59,8 +75,9 @@ def render(digits: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.n
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def make_colour_digits(n_train: int = 5000, n_test: int = 1000,
-                       seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def make_colour_digits(
+        n_train: int = 5000, n_test: int = 1000, seed: int = 0, style: str = "hard",
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(x_train, y_train, x_test, y_test)``: class-balanced renders, seeded."""
     from dm_ssl.data.digits import load_digits_split
 
@@ -75,7 +92,7 @@ def make_colour_digits(n_train: int = 5000, n_test: int = 1000,
         idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), size=k, replace=True)
                               for c, k in enumerate(per_class)])
         idx = idx[rng.permutation(len(idx))]
-        sets += [render(images[idx], rng), labels[idx].astype(np.int64)]
+        sets += [render(images[idx], rng, style=style), labels[idx].astype(np.int64)]
     return tuple(sets)  # type: ignore[return-value]
 
 
@@ -112,9 +129,10 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=5000)
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--style", choices=STYLES, default="hard")
     args = ap.parse_args()
     folder = write_cifar10_layout(Path(args.out), *make_colour_digits(args.train, args.test,
-                                                                      args.seed))
+                                                                      args.seed, args.style))
     print(f"wrote {args.train} train and {args.test} test images to {folder}")
 
 

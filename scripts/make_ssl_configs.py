@@ -32,7 +32,7 @@ DM_KEYS = {  # spec §6.1, the official defaults
     "dm_k": 1.0, "dm_p_mix_cutoff": None, "dm_mask": "auto", "dm_head": "separate",
     # what OpenMixup's DMixMatch does (README: Differences from the official code)
     "dm_ramp_ll": "none", "dm_ramp_lu": "cosine", "dm_bias_ll": True, "dm_bn": "freeze",
-    "dm_forward": "separate", "dm_head_init": "normal",
+    "dm_forward": "separate", "dm_head_init": "normal", "dm_pseudo": "ema",
 }
 
 

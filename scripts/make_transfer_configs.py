@@ -7,8 +7,10 @@
 selftuning_dm, fixmatch, fixmatch_dm} for ImageNet-pretrained ResNet-50 and ResNet-18, with the
 Self-Tuning recipe: 27k steps, SGD lr 1e-3 (classifier ×10), momentum 0.9, nesterov, wd 5e-4
 (the paper; the official code used 1e-4), batch 24 labeled + 24 unlabeled, Resize 256 →
-RandomResizedCrop 224 → flip, test Resize 256 → CenterCrop 224. Weights come from
-``pretrained_path`` or the torch hub cache; nothing is downloaded.
+RandomResizedCrop 224 → flip, test Resize 256 → TenCrop 224 (the official numbers are 10-crop).
+Self-Tuning's configs follow the official run: MultiStepLR (6k/12k/18k/24k, γ 0.1),
+RandAugment (2, 10) on all four views, two momentum updates per step (m²), classifier
+N(0, 0.01). Weights come from ``pretrained_path`` or the torch hub cache; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ DATASETS = {"cub200": 200, "stanford_cars": 196, "fgvc_aircraft": 100}
 PERCENTS = (15, 30, 50)
 NETS = {"resnet50": "r50", "resnet18": "r18"}
 ST_KEYS = {"st_tau": 0.07, "st_momentum": 0.999, "st_queue_size": 32, "st_proj_dim": 1024,
-           "st_projector": "linear", "st_head_lr_mult": 10.0, "p_cutoff": 0.95}
+           "st_projector": "linear", "st_head_lr_mult": 10.0, "p_cutoff": 0.95,
+           # the official run (thuml/Self-Tuning src/main.py, data/tranforms.py)
+           "st_lr_schedule": "multistep", "st_lr_milestones": [6000, 12000, 18000, 24000],
+           "st_lr_gamma": 0.1, "st_momentum_updates": 2, "st_classifier_init": "normal",
+           "randaugment": True, "randaugment_views": "all", "randaugment_n": 2,
+           "randaugment_m": 10}
 
 
 def config(alg: str, dataset: str, percent: int, net: str, seed: int = 0) -> dict:
@@ -33,7 +40,7 @@ def config(alg: str, dataset: str, percent: int, net: str, seed: int = 0) -> dic
         "resume": False, "use_tensorboard": True,
         "epoch": 27, "num_train_iter": 27000, "num_eval_iter": 1000, "num_log_iter": 100,
         "dataset": dataset, "data_dir": "./data", "label_percent": percent,
-        "num_classes": DATASETS[dataset], "resize": 256, "img_size": 224, "ten_crop": False,
+        "num_classes": DATASETS[dataset], "resize": 256, "img_size": 224, "ten_crop": True,
         "randaugment": host == "fixmatch",
         "batch_size": 24, "uratio": 1, "eval_batch_size": 64, "ema_m": 0.0,
         "net": net, "use_pretrain": True, "pretrained_path": None,
@@ -42,7 +49,8 @@ def config(alg: str, dataset: str, percent: int, net: str, seed: int = 0) -> dic
     }
     cfg.update(ST_KEYS if host == "selftuning" else HOST_KEYS[host])
     if alg.endswith("_dm"):
-        cfg.update(DM_KEYS)
+        # no EMA teacher here (ema_m 0, as Self-Tuning): L_lu's pseudo-labels are the host's
+        cfg.update(DM_KEYS, dm_pseudo="host")
     return cfg
 
 

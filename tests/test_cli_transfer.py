@@ -35,6 +35,24 @@ def test_every_transfer_config_validates():
         cfg = cli.validate(cli.load_config(str(path)))
         assert cfg["num_train_iter"] == 27000 and cfg["batch_size"] == 24
         assert cfg["label_percent"] in (15, 30, 50) and cfg["lr"] == 0.001
+        assert cfg["ten_crop"]  # the official numbers are 10-crop
+        if cfg["algorithm"].startswith("selftuning"):  # the official Self-Tuning run
+            assert (cfg["st_lr_schedule"], cfg["st_lr_milestones"], cfg["st_lr_gamma"]) == (
+                "multistep", [6000, 12000, 18000, 24000], 0.1)
+            assert (cfg["randaugment"], cfg["randaugment_views"], cfg["randaugment_n"],
+                    cfg["randaugment_m"]) == (True, "all", 2, 10)
+            assert cfg["st_momentum_updates"] == 2 and cfg["st_classifier_init"] == "normal"
+
+
+def test_finegrained_transform_keys_are_checked():
+    base = {"algorithm": "fixmatch", "dataset": "cifar10"}
+    with pytest.raises(cli.ConfigError, match="randaugment_views"):
+        cli.validate({**base, "randaugment_views": "all"})
+    with pytest.raises(cli.ConfigError, match="randaugment_n"):
+        cli.validate({**base, "dataset": "cub200", "label_percent": 15, "randaugment_n": -1})
+    with pytest.raises(cli.ConfigError, match="randaugment_views"):
+        cli.validate({**base, "dataset": "cub200", "label_percent": 15,
+                      "randaugment_views": "weak"})
 
 
 @pytest.mark.parametrize("alg,extra", [

@@ -18,6 +18,8 @@ from semilearn.algorithms.utils import SSL_Argument, str2bool
 from semilearn.core.utils import ALGORITHMS
 from torch import nn
 
+from dm_ssl.mixers.base import frozen_bn_stats
+
 from .dm_term import DecoupledMixupTerm, DMConfig
 from .driver import masking_probs
 
@@ -57,6 +59,7 @@ def dm_arguments() -> List[SSL_Argument]:
         SSL_Argument("--dm_bn", str, d.bn, "update or freeze: BN running stats in the DM forward"),
         SSL_Argument("--dm_forward", str, d.forward, "concat or separate forwards of L_ll, L_lu"),
         SSL_Argument("--dm_head_init", str, d.head_init, "default or normal (N(0, 0.01), bias 0)"),
+        SSL_Argument("--dm_pseudo", str, d.pseudo, "host or ema: who gives L_lu's pseudo-labels"),
     ]
 
 
@@ -142,15 +145,37 @@ class DecoupledMixupMixin:
         net, head = ((model.backbone, model.mix_head) if isinstance(model, WithMixHead)
                      else (model, None))
         net = getattr(net, "query_encoder", net)  # hosts whose net wraps the classifier net
+        probs = captured["probs"]
+        if self.dm_cfg.pseudo == "ema":
+            probs = self.ema_pseudo_probs(batch["x_ulb_w"][:batch["y_lb"].shape[0]])
         with self.amp_cm():
             dm_loss, logs = self.dm(
-                net, head, batch["x_lb"], batch["y_lb"], batch["x_ulb_w"], captured["probs"],
+                net, head, batch["x_lb"], batch["y_lb"], batch["x_ulb_w"], probs,
                 captured.get("mask"), p_cutoff=float(getattr(self, "p_cutoff", 0.95)),
                 use_host_mask=self.dm_use_host_mask, it=self.it, total_it=self.num_train_iter)
         out_dict["loss"] = out_dict["loss"] + dm_loss
         log_dict.update(self.process_log_dict(**logs))
         log_dict["train/total_loss"] = out_dict["loss"].item()
         return out_dict, log_dict
+
+    @torch.no_grad()
+    def ema_pseudo_probs(self, x_ulb_w: torch.Tensor) -> torch.Tensor:
+        """``softmax`` of the EMA teacher on the weak unlabeled views (``dm_pseudo='ema'``).
+
+        ``self.ema_model`` holds the EMA parameters after the previous step (semilearn's EMA
+        hook copies them in after every step). As the official DMixMatch's ``encoder_k``, the
+        teacher runs in train mode, so BN normalises with this batch's statistics, but its
+        running statistics are left alone (they are the online model's, copied each step).
+        """
+        ema = self.ema_model
+        was_training = ema.training
+        ema.train()
+        try:
+            with self.amp_cm(), frozen_bn_stats(ema):
+                logits = ema(x_ulb_w)["logits"]
+        finally:
+            ema.train(was_training)
+        return torch.softmax(logits.float(), dim=-1)
 
     # -- state --------------------------------------------------------------------------------
     def get_save_dict(self):

@@ -13,7 +13,8 @@
 Options that restore what the official DMixMatch does (README: Differences from the official
 code): ``ramp_ll`` (ramp L_ll like L_lu), ``bias_ll`` (max(λ, 1−λ) in L_ll too), ``bn='freeze'``
 (the DM forward leaves BN running statistics to the host's clean batch), ``forward='separate'``
-(one forward per term), ``head_init='normal'`` (read by the host's mix head).
+(one forward per term), ``head_init='normal'`` (read by the host's mix head), ``pseudo='ema'``
+(the host passes the EMA teacher's probabilities as ``probs_ulb_w``).
 
 This module knows nothing about semilearn: :class:`DMConfig` holds the hyper-parameters (read
 from the config once), :class:`DecoupledMixupTerm` computes the term given the network, the
@@ -42,6 +43,7 @@ RAMPS = ("none", "cosine")
 BN_MODES = ("update", "freeze")
 FORWARDS = ("concat", "separate")
 HEAD_INITS = ("default", "normal")
+PSEUDOS = ("host", "ema")
 
 
 @dataclass
@@ -69,6 +71,7 @@ class DMConfig:
     bn: str = "update"           # freeze: the DM forward leaves BN running statistics alone
     forward: str = "concat"      # separate: L_ll and L_lu in two forwards (own BN batches)
     head_init: str = "default"   # normal: the mix head N(0, 0.01), bias 0 (OpenMixup's heads)
+    pseudo: str = "host"         # ema: L_lu's pseudo-labels from the EMA teacher (read by hosts)
 
     @classmethod
     def from_args(cls, args: Any) -> DMConfig:
@@ -82,7 +85,8 @@ class DMConfig:
                 raise ValueError(f"dm_{name} must be >= 0, got {getattr(self, name)!r}")
         for name, choices in (("mask", MASKS), ("head", HEADS), ("loss", LOSSES),
                               ("ramp_ll", RAMPS), ("ramp_lu", RAMPS), ("bn", BN_MODES),
-                              ("forward", FORWARDS), ("head_init", HEAD_INITS)):
+                              ("forward", FORWARDS), ("head_init", HEAD_INITS),
+                              ("pseudo", PSEUDOS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"dm_{name} must be one of {', '.join(choices)}, "
                                  f"got {getattr(self, name)!r}")

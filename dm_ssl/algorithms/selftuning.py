@@ -6,6 +6,13 @@ samples with the classifier's argmax (no threshold). Queries come from the train
 projector, keys from a momentum copy of both (m = 0.999); keys are enqueued per class after the
 step. The classifier head trains at ``head_lr_mult`` (10) × the backbone's learning rate.
 
+Options that give the official run (thuml/Self-Tuning ``src/main.py``; README: Differences from
+the official code): ``st_lr_schedule='multistep'`` (MultiStepLR at ``st_lr_milestones`` =
+6k/12k/18k/24k steps, γ = ``st_lr_gamma`` = 0.1, instead of USB's cosine), ``st_momentum_updates
+= 2`` (the official loop calls the momentum update once in the labeled and once in the unlabeled
+forward, before the optimizer step, so the key encoder moves with an effective momentum m²), and
+``st_classifier_init='normal'`` (the official classifier: N(0, 0.01), bias 0).
+
 The encoder, projector, momentum copies and queues live in one :class:`SelfTuningNet`, so the
 optimizer, EMA and checkpoints (queue state included) need nothing special, and evaluation sees
 the plain classifier (``forward`` is the backbone's). ``selftuning_dm`` composes the DM term of
@@ -81,6 +88,30 @@ class SelfTuningNet(nn.Module):
         return F.normalize(self.projector_k(self.backbone_k(x)["feat"]), dim=1)
 
 
+#: the official schedule's milestones (thuml/Self-Tuning src/main.py), in steps
+MILESTONES = (6000, 12000, 18000, 24000)
+
+
+def _check_st_args(a) -> None:
+    """Self-Tuning's option values, each error naming its key."""
+    if a.st_lr_schedule not in ("cosine", "multistep"):
+        raise ValueError(f"st_lr_schedule must be cosine or multistep, got {a.st_lr_schedule!r}")
+    ms = a.st_lr_milestones
+    if (not isinstance(ms, (list, tuple)) or not ms
+            or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in ms)
+            or list(ms) != sorted(set(ms))):
+        raise ValueError("st_lr_milestones must be increasing positive integers (steps), "
+                         f"got {ms!r}")
+    if not 0 < float(a.st_lr_gamma) <= 1:
+        raise ValueError(f"st_lr_gamma must be in (0, 1], got {a.st_lr_gamma!r}")
+    if int(a.st_momentum_updates) != a.st_momentum_updates or a.st_momentum_updates < 1:
+        raise ValueError(f"st_momentum_updates must be an integer >= 1, got "
+                         f"{a.st_momentum_updates!r}")
+    if a.st_classifier_init not in ("default", "normal"):
+        raise ValueError(f"st_classifier_init must be default or normal, got "
+                         f"{a.st_classifier_init!r}")
+
+
 class KeepAllMaskingHook(Hook):
     """Self-Tuning pseudo-labels every unlabeled sample (argmax, no threshold)."""
 
@@ -116,7 +147,15 @@ class SelfTuning(AlgorithmBase):
                              a.st_projector)
 
     def set_model(self):
-        return self._st(super().set_model())
+        model = super().set_model()
+        if self.args.st_classifier_init == "normal":  # the official Classifier's init
+            head = getattr(model, "classifier", None)
+            if not isinstance(head, nn.Linear):
+                raise ValueError(f"st_classifier_init='normal': {type(model).__name__} has no "
+                                 "linear 'classifier' head")
+            nn.init.normal_(head.weight, std=0.01)
+            nn.init.zeros_(head.bias)
+        return self._st(model)
 
     def set_ema_model(self):
         ema = self._st(self.net_builder(num_classes=self.num_classes))
@@ -129,16 +168,22 @@ class SelfTuning(AlgorithmBase):
         return model.backbone if isinstance(model, WithMixHead) else model
 
     def set_optimizer(self):
-        """SGD (nesterov) with the classifier head at ``st_head_lr_mult`` × lr (spec §6.2)."""
+        """SGD (nesterov) with the classifier head at ``st_head_lr_mult`` × lr (spec §6.2);
+        USB's cosine schedule, or the official MultiStepLR (``st_lr_schedule='multistep'``)."""
         a = self.args
+        _check_st_args(a)
         groups = head_lr_groups(self.model, a.lr, a.st_head_lr_mult, a.weight_decay,
                                 head_names=("classifier", "mix_head"))
         for group in groups:  # the momentum key encoder is not trained by the optimizer
             group["params"] = [p for p in group["params"] if p.requires_grad]
         optimizer = torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum,
                                     weight_decay=a.weight_decay, nesterov=True)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, self.num_train_iter,
-                                                    num_warmup_steps=a.num_warmup_iter)
+        if a.st_lr_schedule == "multistep":  # stepped once per iteration, as the official
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(
+                optimizer, [int(m) for m in a.st_lr_milestones], gamma=float(a.st_lr_gamma))
+        else:
+            scheduler = get_cosine_schedule_with_warmup(optimizer, self.num_train_iter,
+                                                        num_warmup_steps=a.num_warmup_iter)
         return optimizer, scheduler
 
     def set_hooks(self):
@@ -153,7 +198,8 @@ class SelfTuning(AlgorithmBase):
             out = self.model(torch.cat([x_lb, x_ulb_w]))
             logits_lb, logits_ulb = out["logits"][:n_l], out["logits"][n_l:]
             q = F.normalize(net.projector(out["feat"]), dim=1)
-            net.momentum_update(self.key_momentum)
+            # k updates before the optimizer step, all towards the same q: one with m^k
+            net.momentum_update(self.key_momentum ** int(self.args.st_momentum_updates))
             # the labeled key view: a second augmentation when the data gives one
             k = net.keys(torch.cat([x_lb if x_lb_s is None else x_lb_s, x_ulb_s]))
             probs_ulb = self.compute_prob(logits_ulb.detach())
@@ -184,6 +230,15 @@ class SelfTuning(AlgorithmBase):
             SSL_Argument("--st_proj_dim", int, 1024, "projector output dimension (d)"),
             SSL_Argument("--st_projector", str, "linear", "linear (official) or mlp"),
             SSL_Argument("--st_head_lr_mult", float, 10.0, "classifier lr multiplier"),
+            SSL_Argument("--st_lr_schedule", str, "cosine", "cosine (USB) or multistep "
+                         "(official)"),
+            SSL_Argument("--st_lr_milestones", list, list(MILESTONES),
+                         "multistep: the steps where lr is multiplied by st_lr_gamma"),
+            SSL_Argument("--st_lr_gamma", float, 0.1, "multistep: the lr factor"),
+            SSL_Argument("--st_momentum_updates", int, 1,
+                         "key-encoder momentum updates per step (official: 2, so m^2)"),
+            SSL_Argument("--st_classifier_init", str, "default",
+                         "default or normal (N(0, 0.01), bias 0: the official classifier)"),
         ]
 
 

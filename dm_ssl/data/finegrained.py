@@ -53,6 +53,7 @@ from .finegrained_transforms import (
     CROP,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    RANDAUGMENT,
     RESIZE,
     finegrained_eval_transform,
     finegrained_train_transform,
@@ -63,6 +64,7 @@ from .split import _atomic_write_text, class_balanced_subset, labels_fingerprint
 PathLike = Union[str, "os.PathLike[str]"]
 
 SPLITS = ("train", "test")
+RA_VIEWS = ("strong", "all")  # which training views get RandAugment
 LIST_FORMAT = "dm_ssl.labeled_list/1"
 _META_SUFFIX = ".meta.json"
 
@@ -626,6 +628,8 @@ def build_finegrained_ssl_datasets(
         algorithm: str = "fixmatch", label_list: Optional[PathLike] = None,
         resize: int = RESIZE, crop: int = CROP, ten_crop: bool = False,
         randaugment: bool = True, include_lb_to_ulb: bool = False, square_resize: bool = True,
+        randaugment_views: str = "strong", randaugment_n: int = RANDAUGMENT[0],
+        randaugment_m: int = RANDAUGMENT[1],
 ) -> tuple[dict[str, Optional[Dataset]], DatasetInfo]:
     """Datasets for one SSL-transfer run (Self-Tuning's protocol, spec §7).
 
@@ -642,8 +646,12 @@ def build_finegrained_ssl_datasets(
         resize, crop: Resize then (RandomResized/Center) crop sizes (256 / 224).
         ten_crop: evaluation items are ``(10, 3, crop, crop)`` (TenCrop): the evaluation loop
             must average the ten predictions.
-        randaugment: the strong view adds semilearn's RandAugment(3, 10); without it the strong
-            view is a second draw of the weak geometry.
+        randaugment: RandAugment(randaugment_n, randaugment_m) (semilearn's) in the views of
+            ``randaugment_views``; without it the strong view is a second draw of the weak
+            geometry.
+        randaugment_views: ``"strong"`` (the strong views: FixMatch's, Self-Tuning's key
+            views) or ``"all"`` (every training view, as the official Self-Tuning's
+            ``TransformTrain``, with (2, 10)).
         include_lb_to_ulb: the labeled images are also unlabeled ones (USB's habit; Self-Tuning
             uses the rest of the training set only, the default).
         square_resize: Self-Tuning's ``resize × resize`` resize; False: shorter side to
@@ -662,10 +670,16 @@ def build_finegrained_ssl_datasets(
     labels = np.asarray(labels, dtype=np.int64)
     train = _TrainSet(spec, folder, rels, labels)
     # the transforms are checked before anything is written to run_dir
+    if randaugment_views not in RA_VIEWS:
+        raise ValueError(f"randaugment_views must be one of {', '.join(RA_VIEWS)}, "
+                         f"got {randaugment_views!r}")
+    ra = dict(ra_n=randaugment_n, ra_m=randaugment_m)
     weak = finegrained_train_transform(resize, crop, mean=spec.mean, std=spec.std,
-                                       square_resize=square_resize)
+                                       randaugment=randaugment and randaugment_views == "all",
+                                       square_resize=square_resize, **ra)
     strong = finegrained_train_transform(resize, crop, mean=spec.mean, std=spec.std,
-                                         randaugment=randaugment, square_resize=square_resize)
+                                         randaugment=randaugment, square_resize=square_resize,
+                                         **ra)
     plain = finegrained_eval_transform(resize, crop, mean=spec.mean, std=spec.std,
                                        ten_crop=ten_crop, square_resize=square_resize)
     lb_idx, list_path = _subset(train, percent, seed, run_dir, label_list)

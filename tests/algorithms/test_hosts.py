@@ -198,3 +198,41 @@ def test_dm_ramp_bias_and_head_init_options(build):
         build("fixmatch_dm", dm_bn="frozen")
     with pytest.raises(ValueError, match="dm_forward"):
         build("fixmatch_dm", dm_forward="split")
+
+
+def test_dm_pseudo_ema_takes_the_teachers_pseudo_labels(build, monkeypatch):
+    import copy
+
+    from dm_ssl.algorithms.dm_term import DecoupledMixupTerm
+
+    alg = build("fixmatch_dm", dm_pseudo="ema", num_train_iter=4, ema_m=0.5)
+    seen = []
+    real_call = DecoupledMixupTerm.__call__
+
+    def spy(self, net, head, x_lb, y_lb, x_ulb_w, probs_ulb_w, *args, **kwargs):
+        n_l = y_lb.shape[0]
+        with torch.no_grad():
+            online = torch.softmax(net(x_ulb_w[:n_l])["logits"], -1)
+        seen.append((x_ulb_w[:n_l].clone(), probs_ulb_w.detach().clone(), online,
+                     copy.deepcopy(alg.ema_model)))
+        return real_call(self, net, head, x_lb, y_lb, x_ulb_w, probs_ulb_w, *args, **kwargs)
+
+    monkeypatch.setattr(DecoupledMixupTerm, "__call__", spy)
+    _train_logs(alg)
+    assert len(seen) == 4
+    for x, probs, _online, teacher in seen:
+        teacher.train()  # batch statistics, as the official encoder_k
+        with torch.no_grad():
+            expected = torch.softmax(teacher(x)["logits"], -1)
+        assert probs.shape[0] == x.shape[0]
+        torch.testing.assert_close(probs, expected)
+        assert torch.equal(probs.argmax(-1), expected.argmax(-1))
+    # from the second step the teacher is not the online model, so the test can fail
+    assert not torch.allclose(seen[-1][1], seen[-1][2], atol=1e-4)
+    # the teacher's forward left its BN running statistics alone
+    ema = alg.ema_model
+    before = _bn_buffers(ema)
+    alg.ema_pseudo_probs(seen[-1][0])
+    assert all(torch.equal(before[k], v) for k, v in _bn_buffers(ema).items())
+    with pytest.raises(ValueError, match="dm_pseudo"):
+        build("fixmatch_dm", dm_pseudo="teacher")

@@ -487,3 +487,29 @@ def test_missing_data_writes_nothing_and_bad_image_names_itself(cub, tmp_path):
     with pytest.raises(DatasetError, match="cannot read image") as info:
         dsets["eval"][1]
     assert info.value.path == path
+
+
+@pytest.mark.parametrize("views,calls", [("strong", 2), ("all", 4)])
+def test_randaugment_on_all_four_views_as_official_self_tuning(cub, tmp_path, monkeypatch,
+                                                               views, calls):
+    root, _ = cub
+    seen = []
+    real = ModeSafeRandAugment.__call__
+
+    def spy(self, img):
+        seen.append((self.op.n, self.op.m))
+        return real(self, img)
+
+    monkeypatch.setattr(ModeSafeRandAugment, "__call__", spy)
+    dsets, _ = build_finegrained_ssl_datasets(
+        "cub200", root, 50, 0, tmp_path / "a", algorithm="selftuning", randaugment_views=views,
+        randaugment_n=2, randaugment_m=10, **SIZE)
+    lb, ulb = dsets["train_lb"][0], dsets["train_ulb"][0]
+    assert set(lb) >= {"x_lb", "x_lb_s"} and set(ulb) >= {"x_ulb_w", "x_ulb_s"}
+    assert seen == [(2, 10)] * calls  # the key views only, or the query views too
+    seen.clear()
+    dsets["eval"][0]
+    assert seen == []
+    with pytest.raises(ValueError, match="randaugment_views"):
+        build_finegrained_ssl_datasets("cub200", root, 50, 0, tmp_path / "b",
+                                       randaugment_views="weak", **SIZE)
