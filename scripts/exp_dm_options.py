@@ -1,12 +1,18 @@
 #!/usr/bin/env python
-"""The DM options against each other on the offline digits demo (README: Differences from the
-official code): FixMatch and FixMatch + DM(CE) with each of ``dm_bn``, ``dm_forward``,
-``dm_bias_ll``, ``dm_ramp_ll`` and ``dm_w_ll = 0``, the demo's settings, several seeds.
+"""The DM options against each other (README: Differences from the official code): FixMatch
+and FixMatch + DM(CE) with the defaults, each of ``dm_bn`` × ``dm_pseudo``, ``dm_forward``,
+L_ll at ``dm_w_ll = 1`` (from the first step, or ramped) and every official value at once,
+several seeds.
 
-Prints one Markdown table of mean ± std of the final and best test accuracy and both mask
-ratios (the last 20 % of the run), and writes ``<out>/dm_options.json``.
+Two data sets, both offline: the digits demo (its settings; the default), or ``--colour DIR``:
+the colour digits of ``make_colour_digits.py`` (``plain`` style, written to DIR when missing)
+read through the CIFAR-10 reader at 32×32 RGB with the demo's optimiser, 3 input channels and
+``--img-size`` (32). Prints one Markdown table of mean ± std of the final and best test
+accuracy and both mask ratios (the last 20 % of the run), and writes ``<out>/dm_options.json``.
 
     .venv/bin/python scripts/exp_dm_options.py [--seeds 0 1 2] [--iters 300] [--only dm ...]
+    .venv/bin/python scripts/exp_dm_options.py --colour data/colour_digits --num-labels 250 \
+        --iters 500
 """
 
 from __future__ import annotations
@@ -20,18 +26,37 @@ from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_digits import base_config, fmt, run_one  # noqa: E402  (same folder)
+from make_ssl_configs import DM_KEYS  # noqa: E402
 
 DM = {"algorithm": "fixmatch_dm"}
+#: every DM key at the official DMixMatch's value: what the shipped SSL DM configs set
+OFFICIAL = dict(DM_KEYS)
 VARIANTS: Dict[str, Dict[str, Any]] = {
     "FixMatch": {"algorithm": "fixmatch"},
-    "DM(CE), defaults": DM,
-    "DM(CE), dm_bn=freeze": {**DM, "dm_bn": "freeze"},
+    "DM(CE), defaults (bn=update, pseudo=host)": DM,
+    "DM(CE), bn=freeze, pseudo=host": {**DM, "dm_bn": "freeze", "dm_pseudo": "host"},
+    "DM(CE), bn=update, pseudo=ema": {**DM, "dm_bn": "update", "dm_pseudo": "ema"},
+    "DM(CE), bn=freeze, pseudo=ema": {**DM, "dm_bn": "freeze", "dm_pseudo": "ema"},
     "DM(CE), dm_forward=separate": {**DM, "dm_forward": "separate"},
-    "DM(CE), freeze + separate": {**DM, "dm_bn": "freeze", "dm_forward": "separate"},
-    "DM(CE), dm_bias_ll=true": {**DM, "dm_bias_ll": True},
-    "DM(CE), dm_ramp_ll=cosine": {**DM, "dm_ramp_ll": "cosine"},
-    "DM(CE), dm_w_ll=0": {**DM, "dm_w_ll": 0.0},
+    "DM(CE), dm_w_ll=1": {**DM, "dm_w_ll": 1.0},
+    "DM(CE), dm_w_ll=1, dm_ramp_ll=cosine": {**DM, "dm_w_ll": 1.0, "dm_ramp_ll": "cosine"},
+    "DM(CE), all official values": {**DM, **OFFICIAL},
 }
+
+
+def colour_config(cfg: Dict[str, Any], root: Path, img_size: int) -> Dict[str, Any]:
+    """The demo's config on the colour digits (CIFAR-10 layout under ``root``)."""
+    return {**cfg, "dataset": "cifar10", "data_dir": str(root), "in_channels": 3,
+            "img_size": img_size, "eval_batch_size": 500}
+
+
+def ensure_colour_digits(root: Path) -> Path:
+    """Write the plain-style colour digits to ``root`` unless they are there already."""
+    from make_colour_digits import FOLDER, make_colour_digits, write_cifar10_layout
+
+    if not (root / FOLDER / "test_batch").exists():
+        write_cifar10_layout(root, *make_colour_digits(style="plain"))
+    return root
 
 
 def main() -> None:
@@ -40,6 +65,9 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--num-labels", type=int, default=50)
     ap.add_argument("--only", nargs="+", default=None, help="variants whose name contains one")
+    ap.add_argument("--colour", type=Path, default=None,
+                    help="run on the colour digits in this folder (written when missing)")
+    ap.add_argument("--img-size", type=int, default=32, help="with --colour: the input side")
     ap.add_argument("--out", default=None, help="default: runs/dm-options-<date>-<time>")
     args = ap.parse_args()
     out = Path(args.out or time.strftime("runs/dm-options-%Y%m%d-%H%M%S"))
@@ -51,13 +79,16 @@ def main() -> None:
     t0 = time.time()
     for i, (name, opts) in enumerate(variants.items()):
         for seed in args.seeds:
-            cfg = {**base_config(args.iters, args.num_labels), **opts, "seed": seed,
-                   "save_dir": str(out), "save_name": f"v{i}_s{seed}"}
+            cfg = base_config(args.iters, args.num_labels)
+            if args.colour is not None:
+                cfg = colour_config(cfg, ensure_colour_digits(args.colour), args.img_size)
+            cfg = {**cfg, **opts, "seed": seed, "save_dir": str(out), "save_name": f"v{i}_s{seed}"}
             r = run_one(cfg)
             results.setdefault(name, []).append(r)
             print(f"  {name:<30} seed {seed}: final {r['final'] * 100:.2f}  best "
                   f"{r['best'] * 100:.2f}  ({time.time() - t0:.0f} s)", flush=True)
-    print(f"\ndigits, {args.num_labels} labels, {args.iters} iterations, seeds {args.seeds}\n")
+    data = "digits" if args.colour is None else f"colour digits at {args.img_size} px"
+    print(f"\n{data}, {args.num_labels} labels, {args.iters} iterations, seeds {args.seeds}\n")
     print("| variant | final acc (%) | best acc (%) | mask ratio | L_lu mask ratio |")
     print("|---|---|---|---|---|")
     for name, runs in results.items():

@@ -67,11 +67,14 @@ def test_dm_options_experiment_smoke(tmp_path):
     out = tmp_path / "opts"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "exp_dm_options.py"), "--seeds", "0",
-         "--iters", "4", "--only", "FixMatch", "freeze + separate", "--out", str(out)],
+         "--iters", "4", "--only", "FixMatch", "all official", "--out", str(out),
+         "--colour", str(tmp_path / "colour"), "--img-size", "16", "--num-labels", "20"],
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "colour" / "cifar-10-batches-py" / "test_batch").exists()
     results = json.loads((out / "dm_options.json").read_text())
-    assert set(results) == {"FixMatch", "DM(CE), freeze + separate"}
+    assert set(results) == {"FixMatch", "DM(CE), all official values"}
     assert results["FixMatch"][0]["mix_mask"] is None
-    assert results["DM(CE), freeze + separate"][0]["mix_mask"] is not None
-    assert "| DM(CE), freeze + separate |" in proc.stdout
+    assert results["DM(CE), all official values"][0]["mix_mask"] is not None
+    assert "| DM(CE), all official values |" in proc.stdout
+    assert "colour digits at 16 px, 20 labels" in proc.stdout

@@ -36,7 +36,7 @@ def dm_arguments() -> List[SSL_Argument]:
     """The DM config keys with the spec's defaults (one place declares them)."""
     d = DMConfig()
     return [
-        SSL_Argument("--dm_w_ll", float, d.w_ll, "weight of L_ll (labeled x labeled)"),
+        SSL_Argument("--dm_w_ll", float, d.w_ll, "weight of L_ll (labeled x labeled); official 1"),
         SSL_Argument("--dm_w_lu", float, d.w_lu, "final weight of L_lu (cosine ramp from 0)"),
         SSL_Argument("--dm_mixer", str, d.mixer, "mixer of dm_ssl.mixers"),
         SSL_Argument("--dm_alpha", float, d.alpha, "Beta(alpha, alpha) of the mixing ratio"),

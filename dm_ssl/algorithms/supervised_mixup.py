@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dm_ssl.losses import build_loss
 from dm_ssl.mixers import build_mixer
+from dm_ssl.mixers.base import frozen_bn_stats
 
 
 def _names(value: Any) -> List[str]:
@@ -101,6 +102,9 @@ class SupervisedMixup(FullySupervised):
             raise ValueError(f"mix_loss {args.mix_loss!r} and its mix_* keys: {err}") from None
         self.switch_prob = float(args.mix_switch_prob)
         self.mix_prob = float(args.mix_prob)
+        if args.mix_bn not in ("update", "freeze"):
+            raise ValueError(f"mix_bn must be update or freeze, got {args.mix_bn!r}")
+        self.mix_bn = args.mix_bn
         # mixing draws: own generator (reproducible, checkpointed with the DM-style state)
         self.mix_generator = torch.Generator().manual_seed(int(args.seed))
 
@@ -172,7 +176,15 @@ class SupervisedMixup(FullySupervised):
                 mixer = self.mixers[1 if len(self.mixers) > 1 and u[1] < self.switch_prob
                                     else 0]
                 res = mixer(x_lb, y_lb, generator=g, model=self.model)
-                logits = res.forward(self.model)["logits"]
+                if self.mix_bn == "freeze":
+                    # running statistics from the clean batch only (what evaluation sees); the
+                    # mixed forward normalises with its batch statistics and updates nothing
+                    with torch.no_grad():
+                        self.model(x_lb)
+                    with frozen_bn_stats(self.model):
+                        logits = res.forward(self.model)["logits"]
+                else:
+                    logits = res.forward(self.model)["logits"]
                 loss = self.criterion(logits, res.y_a, res.y_b, res.lam)
                 mixer_name = mixer.name
         out_dict = self.process_out_dict(loss=loss)
@@ -198,6 +210,8 @@ class SupervisedMixup(FullySupervised):
             SSL_Argument("--mix_options", dict, {}, "keyword arguments per mixer name"),
             SSL_Argument("--mix_switch_prob", float, 0.5, "probability of the second mixer"),
             SSL_Argument("--mix_prob", float, 1.0, "probability that a batch is mixed"),
+            SSL_Argument("--mix_bn", str, "update", "update or freeze: BN running statistics "
+                         "from the mixed batch, or from a no-grad clean forward"),
             SSL_Argument("--mix_loss", str, "dm_ce", "mce, dm_ce, mbce or dm_bce"),
             SSL_Argument("--mix_eta", float, 0.1, "DM(CE) η (0.1 static, 1 dynamic mixers)"),
             SSL_Argument("--mix_mode", str, "both", "DM(CE) mode"),

@@ -40,8 +40,9 @@ def test_config_errors_name_the_key(kw, name):
         DMConfig(**kw)
 
 
-def test_defaults_are_the_official_ones():
+def test_defaults_are_the_official_ones_but_w_ll():
     cfg = DMConfig()
-    assert (cfg.w_ll, cfg.w_lu, cfg.mixer, cfg.alpha, cfg.eta, cfg.mode, cfg.scale, cfg.t,
-            cfg.k) == (1.0, 1.0, "mixup", 1.0, 1.0, "both", "pow", 1.0, 1.0)
+    assert (cfg.w_lu, cfg.mixer, cfg.alpha, cfg.eta, cfg.mode, cfg.scale, cfg.t,
+            cfg.k) == (1.0, "mixup", 1.0, 1.0, "both", "pow", 1.0, 1.0)
+    assert cfg.w_ll == 0.0 and cfg.enabled  # L_ll off by default (issue #11), L_lu on
     assert DMConfig(w_ll=0, w_lu=0).enabled is False

@@ -50,7 +50,7 @@ def test_dm_weights_zero_is_exactly_the_host(build):
 
 @pytest.mark.parametrize("name", [f"{h}_dm" for h in HOSTS])
 def test_each_dm_algorithm_trains_on_cpu_and_logs_its_terms(build, name):
-    alg = build(name, num_train_iter=2)
+    alg = build(name, num_train_iter=2, dm_w_ll=1.0)
     logs = _train_logs(alg)
     last = logs[-1]
     for key in ("train/mix_ll_loss", "train/mix_lu_loss", "train/mix_mask_ratio", "train/w_lu",
@@ -139,7 +139,7 @@ def _bn_buffers(model):
 def test_dm_bn_and_forward(build, bn, forward, per_step):
     """dm_bn=freeze: the DM forwards leave BN running statistics to the host's clean batch
     (fixmatch counts 1 batch per step); dm_forward=separate: L_ll and L_lu forward apart."""
-    alg = build("fixmatch_dm", num_train_iter=2, dm_bn=bn, dm_forward=forward)
+    alg = build("fixmatch_dm", num_train_iter=2, dm_bn=bn, dm_forward=forward, dm_w_ll=1.0)
     calls = []
     handle = alg.model.backbone.register_forward_hook(
         lambda m, i, o: calls.append(len(i[0])) if m.training else None)  # not evaluation
@@ -157,8 +157,19 @@ def test_dm_bn_and_forward(build, bn, forward, per_step):
             assert m.track_running_stats
 
 
+def test_default_w_ll_0_skips_l_ll_entirely(build):
+    alg = build("fixmatch_dm", num_train_iter=2)
+    calls = []
+    handle = alg.model.backbone.register_forward_hook(
+        lambda m, i, o: calls.append(len(i[0])) if m.training else None)
+    logs = _train_logs(alg)
+    handle.remove()
+    assert [c for c in calls if c != 4 + 2 * 8] == [4, 4]  # L_lu's forward only
+    assert all("train/mix_ll_loss" not in lg and "train/mix_lu_loss" in lg for lg in logs)
+
+
 def test_dm_bn_freeze_leaves_running_statistics_untouched(build):
-    alg = build("fixmatch_dm", dm_bn="freeze")
+    alg = build("fixmatch_dm", dm_bn="freeze", dm_w_ll=1.0)
     data = alg.dataset_dict
     x_lb = torch.stack([data["train_lb"][i]["x_lb"] for i in range(4)])
     x_ulb = torch.stack([data["train_ulb"][i]["x_ulb_w"] for i in range(8)])
@@ -180,8 +191,8 @@ def test_dm_bn_freeze_leaves_running_statistics_untouched(build):
 
 
 def test_dm_ramp_bias_and_head_init_options(build):
-    alg = build("fixmatch_dm", num_train_iter=2, dm_ramp_ll="cosine", dm_ramp_lu="none",
-                dm_bias_ll=True, dm_head_init="normal")
+    alg = build("fixmatch_dm", num_train_iter=2, dm_w_ll=1.0, dm_ramp_ll="cosine",
+                dm_ramp_lu="none", dm_bias_ll=True, dm_head_init="normal")
     head = alg.model.mix_head
     assert torch.count_nonzero(head.bias) == 0
     assert head.weight.std().item() == pytest.approx(0.01, rel=0.2)
@@ -192,8 +203,10 @@ def test_dm_ramp_bias_and_head_init_options(build):
     logs = _train_logs(alg)
     assert [lg["train/w_ll"] for lg in logs] == [0.0, pytest.approx(0.5)]
     assert [lg["train/w_lu"] for lg in logs] == [1.0, 1.0]
-    default = build("fixmatch_dm", num_train_iter=2)
-    assert [lg["train/w_ll"] for lg in _train_logs(default)] == [1.0, 1.0]
+    default = build("fixmatch_dm", num_train_iter=2)  # L_ll off by default (issue #11)
+    assert [lg["train/w_ll"] for lg in _train_logs(default)] == [0.0, 0.0]
+    full = build("fixmatch_dm", num_train_iter=2, dm_w_ll=1.0)  # the official: from step 0
+    assert [lg["train/w_ll"] for lg in _train_logs(full)] == [1.0, 1.0]
     with pytest.raises(ValueError, match="dm_bn"):
         build("fixmatch_dm", dm_bn="frozen")
     with pytest.raises(ValueError, match="dm_forward"):

@@ -57,7 +57,7 @@ def test_queue_state_resumes(build, tmp_path):
 
 def test_selftuning_dm_reuses_the_dm_term(build):
     alg = build("selftuning_dm", net="small_cnn", st_queue_size=4, st_proj_dim=16,
-                dm_mask="threshold", p_cutoff=0.0)
+                dm_mask="threshold", p_cutoff=0.0, dm_w_ll=1.0)
     assert isinstance(alg.model, WithMixHead) and isinstance(alg.model.backbone, SelfTuningNet)
     logs = _train_logs(alg)
     last = logs[-1]

@@ -167,3 +167,30 @@ def test_mixer_options_reach_the_mixers(build_sup):
         build_sup(mix_mixers="puzzlemix", mix_options={"puzzlemix": {"beta": -1}})
     with pytest.raises(ValueError, match="mix_options must map"):
         build_sup(mix_options={"block_nums": 2})
+
+
+@pytest.mark.parametrize("mixer", ["mixup", "manifoldmix"])
+def test_mix_bn_freeze_takes_running_statistics_from_the_clean_batch(build_sup, mixer):
+    import copy
+
+    alg = build_sup(mix_mixers=mixer, mix_bn="freeze")
+    data = alg.dataset_dict["train_lb"]
+    x = torch.stack([data[i]["x_lb"] for i in range(8)])
+    y = torch.tensor([data[i]["y_lb"] for i in range(8)])
+    alg.model.train()
+    clean = copy.deepcopy(alg.model)
+    with torch.no_grad():
+        clean(x)
+    alg.train_step(x_lb=x, y_lb=y)
+
+    def stats(m):
+        return {k: v for k, v in m.state_dict().items() if "running" in k or "num_batches" in k}
+
+    want, got = stats(clean), stats(alg.model)
+    assert want and all(torch.equal(want[k], got[k]) for k in want)
+    update = build_sup(mix_mixers=mixer)
+    update.model.train()
+    update.train_step(x_lb=x, y_lb=y)  # the same draws and weights, the mixed batch counted
+    assert not all(torch.equal(want[k], v) for k, v in stats(update.model).items())
+    with pytest.raises(ValueError, match="mix_bn"):
+        build_sup(mix_bn="clean")

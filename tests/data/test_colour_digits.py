@@ -32,3 +32,18 @@ def test_colour_digits_in_the_cifar10_layout(tmp_path):
     assert np.abs(x[..., 0].astype(int) - x[..., 1]).mean() > 10
     assert np.array_equal(mod.make_colour_digits(60, 25, seed=3)[0], sets[0])
     assert not np.array_equal(mod.make_colour_digits(60, 25, seed=4)[0], sets[0])
+
+
+def test_plain_style_is_a_bright_digit_on_one_dark_colour():
+    import pytest
+
+    mod = _module()
+    x, y, _, _ = mod.make_colour_digits(n_train=20, n_test=10, seed=0, style="plain")
+    corners = np.stack([x[:, 0, 0], x[:, 0, -1], x[:, -1, 0], x[:, -1, -1]], 1).astype(float)
+    # one background colour per image (pixel noise only), dark; the brightest pixels are bright
+    assert np.abs(corners - corners.mean(1, keepdims=True)).max() < 30
+    assert corners.mean() < 120 and (x.reshape(20, -1, 3).max(1) > 140).all()
+    hard = mod.make_colour_digits(n_train=20, n_test=10, seed=0, style="hard")[0]
+    assert not np.array_equal(hard, x)
+    with pytest.raises(ValueError, match="style"):
+        mod.make_colour_digits(n_train=20, n_test=10, style="noisy")
