@@ -78,3 +78,16 @@ def test_dm_options_experiment_smoke(tmp_path):
     assert results["DM(CE), all official values"][0]["mix_mask"] is not None
     assert "| DM(CE), all official values |" in proc.stdout
     assert "colour digits at 16 px, 20 labels" in proc.stdout
+
+
+def test_ll_gradients_experiment_smoke(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "exp_ll_gradients.py"), "--colour",
+         str(tmp_path / "colour"), "--iters", "3", "--every", "2", "--num-labels", "20",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line[:4].strip().isdigit()]
+    assert [r[0] for r in rows] == ["0", "2"] and all(len(r) == 6 for r in rows)
+    assert all(float(r[3]) > 0 and float(r[4]) > 0 and -1 <= float(r[5]) <= 1 for r in rows)
+    assert "final test accuracy" in proc.stdout

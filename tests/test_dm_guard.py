@@ -1,10 +1,14 @@
 """DM with its defaults must not stall learning (issue #11): FixMatch vs FixMatch + DM(CE) on
 the colour digits (scripts/make_colour_digits.py, plain style, read through the CIFAR-10 reader),
-the same budget for both: 250 labels, 300 iterations, 16×16 inputs, the digits demo's optimiser.
+the same budget for both: 250 labels, 300 iterations, 16×16 inputs, the digits demo's optimiser,
+one thread (the thread count changes the float reductions, and 300 steps amplify them: two
+threads moved FixMatch's seed-0 result from 84.2 to 87.1 %).
 
-Measured on this config (seed 0, one thread): FixMatch 84.2 %, DM(CE) with the defaults
-(dm_w_ll = 0) 82.7 %, DM(CE) with dm_w_ll = 1 from the first step (the earlier default and the
-official DMixMatch's value) 72.8 %. README: Demo results.
+Measured on this config (final accuracy, seeds 0 / 1 / 2, one thread): FixMatch 84.2 / 79.9 /
+88.4 %; DM(CE) with the defaults (dm_w_ll = 0) 82.7 / 84.3 / 88.4 %; DM(CE) with dm_w_ll = 1 from
+the first step (the earlier default, the official DMixMatch's value) 72.8 / 64.9 / 83.5 %. One
+seed is too noisy for a few-point margin, so the guard compares the mean of seeds 0 and 1.
+README: Why dm_w_ll defaults to 0.
 """
 
 import importlib.util
@@ -12,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("semilearn")
 
@@ -32,18 +37,28 @@ def colour(tmp_path_factory):
     return exp, exp.ensure_colour_digits(tmp_path_factory.mktemp("colour"))
 
 
-def _final(colour, tmp_path, name, **opts):
+def _final(colour, tmp_path, name, seed, **opts):
     exp, root = colour
     cfg = exp.colour_config(exp.base_config(300, 250), root, 16)
-    cfg.update(seed=0, save_dir=str(tmp_path), save_name=name, num_eval_iter=300, **opts)
+    cfg.update(seed=seed, save_dir=str(tmp_path), save_name=f"{name}_{seed}",
+               num_eval_iter=300, **opts)
     return exp.run_one(cfg)["final"]
 
 
-def test_dm_defaults_learn_as_fast_as_the_host(colour, tmp_path):
-    fixmatch = _final(colour, tmp_path, "fm", algorithm="fixmatch")
-    assert fixmatch >= 0.6  # the set is learnable in this budget, so the comparison means something
-    dm = _final(colour, tmp_path, "dm", algorithm="fixmatch_dm")
-    assert dm >= fixmatch - 0.05, (dm, fixmatch)
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_dm_defaults_learn_as_fast_as_the_host(colour, tmp_path, one_thread):
+    fixmatch = [_final(colour, tmp_path, "fm", s, algorithm="fixmatch") for s in (0, 1)]
+    # the set is learnable in this budget, so the comparison means something
+    assert min(fixmatch) >= 0.6, fixmatch
+    dm = [_final(colour, tmp_path, "dm", s, algorithm="fixmatch_dm") for s in (0, 1)]
+    assert sum(dm) / 2 >= sum(fixmatch) / 2 - 0.05, (dm, fixmatch)
     # the guard can fail: L_ll at full weight from the first step falls behind on this budget
-    full_ll = _final(colour, tmp_path, "dm_ll", algorithm="fixmatch_dm", dm_w_ll=1.0)
-    assert full_ll < fixmatch - 0.05, (full_ll, fixmatch)
+    full_ll = _final(colour, tmp_path, "dm_ll", 1, algorithm="fixmatch_dm", dm_w_ll=1.0)
+    assert full_ll < fixmatch[1] - 0.05, (full_ll, fixmatch)

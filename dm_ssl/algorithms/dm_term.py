@@ -51,7 +51,7 @@ class DMConfig:
     """DM hyper-parameters: the official ones (spec §6.1) except ``w_ll`` (see below).
 
     ``w_ll`` defaults to 0 (L_lu only), not the official 1: at full weight from the first step,
-    L_ll's gradient on the backbone is 1.5–3.5× the supervised loss's (its mixed targets keep it
+    L_ll's gradient on the backbone is 1.3–3.6× the supervised loss's (its mixed targets keep it
     near 2–4 while the CE falls), so in a run of a few hundred to a few thousand steps the model
     fits its labeled data and becomes confident on unlabeled data later, a fixed-threshold host
     keeps fewer pseudo-labels, and accuracy falls 5–15 points behind the host's (issue #11,
