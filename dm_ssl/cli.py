@@ -136,9 +136,11 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
             if out[key] != DM_SSL_KEYS[key]:
                 raise ConfigError(f"config key {key!r} applies to the fine-grained transfer "
                                   f"datasets ({', '.join(FINEGRAINED)}) only")
-    if out["randaugment_views"] not in ("strong", "all"):
-        raise ConfigError("config key 'randaugment_views' must be strong or all, got "
-                          f"{out['randaugment_views']!r}")
+    from dm_ssl.data.finegrained import RA_VIEWS
+
+    if out["randaugment_views"] not in RA_VIEWS:
+        raise ConfigError(f"config key 'randaugment_views' must be one of {', '.join(RA_VIEWS)}, "
+                          f"got {out['randaugment_views']!r}")
     for key in ("randaugment_n", "randaugment_m"):
         if out[key] < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {out[key]!r}")

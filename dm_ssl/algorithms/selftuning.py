@@ -147,6 +147,7 @@ class SelfTuning(AlgorithmBase):
                              a.st_projector)
 
     def set_model(self):
+        _check_st_args(self.args)  # the first of the base __init__'s calls that reads them
         model = super().set_model()
         if self.args.st_classifier_init == "normal":  # the official Classifier's init
             head = getattr(model, "classifier", None)
@@ -171,7 +172,6 @@ class SelfTuning(AlgorithmBase):
         """SGD (nesterov) with the classifier head at ``st_head_lr_mult`` × lr (spec §6.2);
         USB's cosine schedule, or the official MultiStepLR (``st_lr_schedule='multistep'``)."""
         a = self.args
-        _check_st_args(a)
         groups = head_lr_groups(self.model, a.lr, a.st_head_lr_mult, a.weight_decay,
                                 head_names=("classifier", "mix_head"))
         for group in groups:  # the momentum key encoder is not trained by the optimizer

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from .test_hosts import _train_logs
+from .test_hosts import _bn_buffers, _train_logs
 
 LOSSES = ["mce", "dm_ce", "mbce", "dm_bce"]
 MIXERS = ["mixup", "cutmix", "manifoldmix", "saliencymix", "fmix", "resizemix", "puzzlemix"]
@@ -183,14 +183,11 @@ def test_mix_bn_freeze_takes_running_statistics_from_the_clean_batch(build_sup, 
         clean(x)
     alg.train_step(x_lb=x, y_lb=y)
 
-    def stats(m):
-        return {k: v for k, v in m.state_dict().items() if "running" in k or "num_batches" in k}
-
-    want, got = stats(clean), stats(alg.model)
+    want, got = _bn_buffers(clean), _bn_buffers(alg.model)
     assert want and all(torch.equal(want[k], got[k]) for k in want)
     update = build_sup(mix_mixers=mixer)
     update.model.train()
     update.train_step(x_lb=x, y_lb=y)  # the same draws and weights, the mixed batch counted
-    assert not all(torch.equal(want[k], v) for k, v in stats(update.model).items())
+    assert not all(torch.equal(want[k], v) for k, v in _bn_buffers(update.model).items())
     with pytest.raises(ValueError, match="mix_bn"):
         build_sup(mix_bn="clean")
