@@ -374,7 +374,8 @@ def robustness(alg, info, fgsm_eps: Optional[float], occlusion: bool,
 
             out[f"mixed_{mixed}"] = ev.mixed_accuracy(
                 model, ({"x_lb": b["x_lb"].to(dev), "y_lb": b["y_lb"].to(dev)} for b in loader),
-                build_mixer(mixed), lam=0.5, generator=torch.Generator().manual_seed(0))
+                _eval_mixer(alg, mixed, build_mixer), lam=0.5,
+                generator=torch.Generator().manual_seed(0))
         if occlusion:
             out["occlusion"] = {str(k): v for k, v in ev.occlusion_accuracy(
                 model, _pixel_batches(loader, info.mean, info.std, dev),
@@ -382,6 +383,20 @@ def robustness(alg, info, fgsm_eps: Optional[float], occlusion: bool,
     finally:
         alg.ema.restore()
     return out
+
+
+def _eval_mixer(alg: Any, name: str, build_mixer: Any) -> Any:
+    """The mixer of ``--mixed``: a learned one must be the run's own (its trained Mix Block)."""
+    from dm_ssl.mixers import MIXERS
+
+    own = {m.name: m for m in getattr(getattr(alg, "mixing", None), "mixers", [])}
+    if name in own and own[name].learned:
+        return own[name]
+    if getattr(MIXERS.get(name), "learned", False):
+        raise ConfigError(f"--mixed {name}: a learned mixer's masks come from its trained Mix "
+                          f"Block, and this run did not train one (its mixers: "
+                          f"{', '.join(own) or 'none'})")
+    return build_mixer(name)
 
 
 def evaluate(checkpoint: str, data_dir: Optional[str] = None, device: Optional[str] = None,

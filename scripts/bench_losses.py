@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from dm_ssl.losses import decoupled_mixup_ce, mixup_ce
-from dm_ssl.losses._fused import fused_cpu, load_kernel
 
 
 def soft_target_ce(z, target):
@@ -57,12 +56,6 @@ def dm_ce_autograd(z, y_a, y_b, lam, eta):
     return (mce + eta * dec).mean()
 
 
-def composed(z, y_a, y_b, lam):
-    """dm_ssl's DM(CE) with the fused CPU kernel bypassed: the version CUDA tensors take."""
-    with fused_cpu(False):
-        return decoupled_mixup_ce(z, y_a, y_b, lam, eta=0.1)
-
-
 def candidates(z, y_a, y_b, lam, target) -> Dict[str, Callable[[], torch.Tensor]]:
     c = z.shape[1]
     return {
@@ -70,7 +63,6 @@ def candidates(z, y_a, y_b, lam, target) -> Dict[str, Callable[[], torch.Tensor]
         "soft-target CE + target build": lambda: soft_target_ce(z, mixup_target(y_a, y_b, lam, c)),
         "MCE (dm_ssl.mixup_ce)": lambda: mixup_ce(z, y_a, y_b, lam),
         "DM(CE) (dm_ssl)": lambda: decoupled_mixup_ce(z, y_a, y_b, lam, eta=0.1),
-        "DM(CE) composed (CUDA's path)": lambda: composed(z, y_a, y_b, lam),
         "DM(CE) autograd composition": lambda: dm_ce_autograd(z, y_a, y_b, lam, 0.1),
         "DM(CE) loop over mixed classes": lambda: dm_ce_loop(z, y_a, y_b, lam, 0.1),
     }
@@ -121,10 +113,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args()
     print("ratios are to the soft-target CE of the same column, measured in this run")
-    t0 = time.perf_counter()
-    kernel = load_kernel()  # built once (~30 s) and cached: not part of the timings
-    print(f"fused CPU kernel: {'loaded' if kernel else 'unavailable'} "
-          f"({time.perf_counter() - t0:.1f} s)")
     run(torch.device("cpu"), args.n, args.classes, args.repeats)
     if torch.cuda.is_available():
         run(torch.device("cuda"), args.n, args.classes, args.repeats)

@@ -8,14 +8,25 @@ of one forward + backward of the network on the unmixed batch, all measured in t
 CPU (and CUDA when present). Default: CIFAR-sized batch of 100 3×32×32 images,
 ``cifar_resnet18``, 100 classes.
 
+Then one *training step* (mixing, forward, loss, backward, SGD step; for AutoMix / SAMix also
+the momentum update and the Mix Block's own forward and loss) with Mixup, AutoMix and SAMix,
+each in its own process so that its peak memory is its own: median time, peak resident memory
+(CPU: the rise of the process's ``ru_maxrss`` over the steps, i.e. the step's working memory
+above the built nets and batch) or peak allocated memory (CUDA), and the ratios to Mixup
+(OpenMixup reports about 2× the time and 2–2.6× the memory of Mixup).
+
     .venv/bin/python scripts/bench_mixers.py [--batch 100] [--size 32] [--net cifar_resnet18]
-                                             [--repeats 5] [--threads 2]
+                                             [--repeats 5] [--threads 2] [--skip-calls]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from functools import partial
 from typing import Callable
@@ -44,11 +55,76 @@ def main() -> None:
     ap.add_argument("--net", default="cifar_resnet18")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-calls", action="store_true", help="only the training steps")
+    ap.add_argument("--one-step", nargs=2, metavar=("MIXER", "DEVICE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-
+    if args.one_step:
+        print(json.dumps(train_step(*args.one_step, args)))
+        return
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        bench(device, args)
+        if not args.skip_calls:
+            bench(device, args)
+        bench_steps(device, args)
+
+
+def train_step(mixer_name: str, device: str, args: argparse.Namespace) -> dict:
+    """Time and peak memory of one training step with ``mixer_name`` (run in a child)."""
+    from dm_ssl.algorithms.mixing import MixingModule, MixSpec
+    from dm_ssl.nets import get_net_builder
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device)
+    y = torch.randint(args.classes, (args.batch,), generator=g).to(device)
+    net = get_net_builder(args.net)(num_classes=args.classes).to(device).train()
+    mixing = MixingModule(MixSpec.for_setting("mix", mixer=mixer_name, loss="dm_ce", eta=1.0),
+                          args.classes)
+    mixing.setup(net, (3, args.size, args.size))
+    mixing.to(device).train()
+    params = [p for p in list(net.parameters()) + list(mixing.parameters()) if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    gen = torch.Generator().manual_seed(1)
+    it = [0]
+
+    def step() -> None:
+        mixing.schedule(it[0], 1000, net)
+        res = mixing.mix(net, x, y, generator=gen)
+        loss = mixing.loss(mixing.logits(net, res), res)
+        if res.aux_loss is not None:
+            loss = loss + res.aux_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        it[0] += 1
+
+    if device == "cuda":
+        step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        ms = median_ms(step, args.repeats, sync)
+        return {"ms": ms, "peak_mb": torch.cuda.max_memory_allocated() / 2 ** 20}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, nets and batch built
+    ms = median_ms(step, args.repeats, sync)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"ms": ms, "peak_mb": (after - before) / 1024}
+
+
+def bench_steps(device: str, args: argparse.Namespace) -> None:
+    kind = "peak allocated" if device == "cuda" else "step's peak RSS"
+    print(f"\n{device}: one training step (mix, fwd, DM(CE), bwd, SGD), batch {args.batch}×3×"
+          f"{args.size}², {args.net}, median of {args.repeats}, one process per mixer")
+    print(f"{'':<10} {'ms / step':>10} {'× mixup':>8} {kind + ' MB':>18} {'× mixup':>8}")
+    rows = {}
+    for name in ("mixup", "automix", "samix"):
+        cmd = [sys.executable, __file__, "--one-step", name, device, "--batch", str(args.batch),
+               "--size", str(args.size), "--classes", str(args.classes), "--net", args.net,
+               "--repeats", str(args.repeats), "--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        r, base = rows[name], rows["mixup"]
+        print(f"{name:<10} {r['ms']:10.1f} {r['ms'] / base['ms']:8.2f} {r['peak_mb']:18.0f} "
+              f"{r['peak_mb'] / base['peak_mb']:8.2f}")
 
 
 def bench(device: str, args: argparse.Namespace) -> None:
@@ -71,8 +147,10 @@ def bench(device: str, args: argparse.Namespace) -> None:
     print(f"{'':<14} {'ms / batch':>12} {'× fwd+bwd':>10}")
     print(f"{'fwd+bwd':<14} {ref:12.1f} {1.0:10.3f}")
     for name in sorted(MIXERS):
-        call = partial(build_mixer(name, alpha=1.0), x, y,
-                       generator=torch.Generator().manual_seed(1), model=net)
+        mixer = build_mixer(name, alpha=1.0).to(device)
+        if mixer.learned:
+            mixer.setup(net, (3, args.size, args.size))
+        call = partial(mixer, x, y, generator=torch.Generator().manual_seed(1), model=net)
         ms = median_ms(call, args.repeats, sync)
         print(f"{name:<14} {ms:12.1f} {ms / ref:10.3f}")
     # PuzzleMix without its saliency pass: mask solver + transport per grid size

@@ -49,7 +49,7 @@ def main() -> None:
 
     def step(**batch):
         if alg.it % args.every == 0:
-            net, head = alg.model.backbone, alg.model.mix_head
+            net = alg.model.backbone
             params = [p for n, p in net.named_parameters() if "classifier" not in n]
             sup = torch.nn.functional.cross_entropy(net(batch["x_lb"])["logits"], batch["y_lb"])
             g_sup = torch.cat([g.flatten() for g in torch.autograd.grad(sup, params)])
@@ -58,9 +58,9 @@ def main() -> None:
             try:
                 with torch.no_grad():
                     probs = torch.softmax(net(batch["x_ulb_w"])["logits"], -1)
-                ll, _ = alg.dm(net, head, batch["x_lb"], batch["y_lb"], batch["x_ulb_w"], probs,
-                               None, p_cutoff=0.95, use_host_mask=False, it=alg.it,
-                               total_it=alg.num_train_iter)
+                ll, _ = alg.dm(alg.mixing, net, batch["x_lb"], batch["y_lb"],
+                               batch["x_ulb_w"], probs, None, p_cutoff=0.95,
+                               use_host_mask=False, it=alg.it, total_it=alg.num_train_iter)
             finally:
                 alg.dm.cfg.w_lu = w_lu
                 alg.dm.generator.set_state(state)

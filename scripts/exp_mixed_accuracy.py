@@ -16,7 +16,13 @@ the test set mixed at λ = 0.5 by Mixup and by CutMix (``dm_ssl.evaluation.mixed
 the same function as ``dm-ssl eval --mixed``). Prints mean ± std over seeds and writes
 ``<out>/mixed_accuracy.json``. The settings below were fixed before any result was seen.
 
+``--set learned`` (issue #9; Figure A1 left: learned mixers make mixed samples much easier):
+Mixup, AutoMix and SAMix, each with MCE and DM(CE) η = 1, all at α = 2 (OpenMixup's value for
+the learned mixers), otherwise the same runs; each model is also scored on test samples mixed
+at λ = 0.5 by *its own* mixer ("own": for AutoMix / SAMix the trained Mix Block's masks).
+
     .venv/bin/python scripts/exp_mixed_accuracy.py [--seeds 0 1 2] [--iters 1000] [--out DIR]
+                                                   [--set static|learned]
 """
 
 from __future__ import annotations
@@ -36,6 +42,13 @@ METHODS: Dict[str, Dict[str, Any]] = {
                           ("DM(CE) η=0.1", {"mix_loss": "dm_ce", "mix_eta": 0.1}),
                           ("DM(CE) η=1", {"mix_loss": "dm_ce", "mix_eta": 1.0}))},
 }
+LEARNED: Dict[str, Dict[str, Any]] = {
+    f"{mixer} {name}": {"mix_mixers": mixer, "mix_alpha": "2.0", **loss}
+    for mixer in ("mixup", "automix", "samix")
+    for name, loss in (("MCE", {"mix_loss": "mce"}),
+                       ("DM(CE) η=1", {"mix_loss": "dm_ce", "mix_eta": 1.0}))
+}
+SETS = {"static": METHODS, "learned": LEARNED}
 EVAL_MIXERS = ("mixup", "cutmix")
 
 
@@ -49,7 +62,7 @@ def base_config(iters: int) -> Dict[str, Any]:
     }
 
 
-def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
+def run_one(cfg: Dict[str, Any], own: bool = False) -> Dict[str, Any]:
     from dm_ssl import cli
 
     cfg = cli.validate(cfg)
@@ -60,6 +73,9 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     out = {"clean": alg.evaluate("eval")["eval/top-1-acc"] * 100}
     for mixer in EVAL_MIXERS:
         out[mixer] = cli.robustness(alg, info, None, False, mixer)[f"mixed_{mixer}"]
+    if own:  # the samples of the model's own mixer (a learned one: its trained Mix Block)
+        name = cfg["mix_mixers"]
+        out["own"] = cli.robustness(alg, info, None, False, name)[f"mixed_{name}"]
     return out
 
 
@@ -72,6 +88,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iters", type=int, default=1000)
+    ap.add_argument("--set", choices=sorted(SETS), default="static",
+                    help="static: no mixing, Mixup, CutMix x MCE / DM(CE); learned: Mixup, "
+                         "AutoMix, SAMix x MCE / DM(CE)")
     ap.add_argument("--out", default=None,
                     help="output folder (default: runs/mixed-<date>-<time>, never reused)")
     args = ap.parse_args()
@@ -80,12 +99,13 @@ def main() -> None:
         ap.error(f"--out {out} is not empty; choose another folder")
     t0 = time.time()
     results: Dict[str, List[Dict[str, Any]]] = {}
-    for name, method in METHODS.items():
+    evals = EVAL_MIXERS + (("own",) if args.set == "learned" else ())
+    for name, method in SETS[args.set].items():
         for seed in args.seeds:
             slug = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
             cfg = {**base_config(args.iters), **method, "seed": seed, "save_dir": str(out),
                    "save_name": f"{slug}_s{seed}"}
-            r = run_one(cfg)
+            r = run_one(cfg, own=args.set == "learned")
             results.setdefault(name, []).append(r)
             print(f"  {name:<20} seed {seed}: clean {r['clean']:.2f}  mixup top-2 "
                   f"{r['mixup']['top2']:.2f}  cutmix top-2 {r['cutmix']['top2']:.2f}  "
@@ -93,13 +113,12 @@ def main() -> None:
     print(f"\ndigits, supervised, {args.iters} iterations, seeds {args.seeds} "
           f"({time.time() - t0:.0f} s on this machine); accuracy % on the 599 test images, "
           "mixed at λ = 0.5")
-    head = ["method", "clean top-1"] + [f"{m} {k}" for m in EVAL_MIXERS for k in ("top-1",
-                                                                                "top-2")]
+    head = ["method", "clean top-1"] + [f"{m} {k}" for m in evals for k in ("top-1", "top-2")]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for name, runs in results.items():
         cells = [fmt([r["clean"] for r in runs])]
-        cells += [fmt([r[m][k] for r in runs]) for m in EVAL_MIXERS for k in ("top1", "top2")]
+        cells += [fmt([r[m][k] for r in runs]) for m in evals for k in ("top1", "top2")]
         print(f"| {name} | " + " | ".join(cells) + " |")
     (out / "mixed_accuracy.json").write_text(json.dumps(results, indent=1))
     print(f"\nper-run numbers: {out / 'mixed_accuracy.json'}")

@@ -23,6 +23,14 @@ ImageNet-1k (Table A1, spec §7), ``configs/supervised/imagenet/``, from timm's 
   with p 0.5, BCE with target threshold 0.2 averaged over classes (timm's), bicubic, drop-path
   0.05, no EMA; ResNet-18/34/50 × MBCE / DM(BCE).
 DM variants use α = 0.2 for Mixup and CutMix (spec §3, B.3), the baselines the recipe's α.
+
+Learned mixers (AutoMix, SAMix; spec §5.1) in the rows of Tables A2, A3, A4, A6 and A7, with
+OpenMixup's settings: α = 2 for MCE and DM(CE) (η = 1), a separate mix head (N(0, 0.01)) next
+to the classifier's head trained on the clean batch (``mix_clean_weight`` 1), CIFAR / Tiny-ImageNet
+SGD cosine to ``min_lr`` 0.05 (WRN-28-8: 1e-3); ImageNet and fine-grained: the Mix Block with
+λ concatenated (``lam_concat``), momentum to 0.99999, the mask-loss weight cosine-annealed to 0,
+fine-grained Mix Block lr 10× the backbone's. DeiT-S / Swin-T (Table A5) are not generated: a
+Mix Block reads a feature map (N, C, h, w) and timm's ViT blocks give tokens.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ ALPHA = {"mixup": 1.0, "cutmix": 0.2, "manifoldmix": 2.0, "saliencymix": 0.2, "f
          "resizemix": 1.0}
 STATIC = tuple(ALPHA)
 DYNAMIC_ALPHA = {"puzzlemix": 1.0}  # the official PuzzleMix CIFAR setting
+LEARNED = ("automix", "samix")
 TRAIN_SIZE = {"cifar100": 50000, "tinyimagenet": 100000, "cub200": 5994, "fgvc_aircraft": 6667,
               "imagenet": 1281167}
 CLASSES = {"cifar100": 100, "tinyimagenet": 200, "cub200": 200, "fgvc_aircraft": 100,
@@ -65,6 +74,8 @@ def config(dataset: str, net: str, mixer: str, loss: str, epochs: int, lr: float
     }
     if loss == "dm_ce":
         cfg.update(mix_eta=eta, mix_mode="both", mix_scale="none")
+    if mixer in LEARNED:
+        cfg.update(learned_keys(dataset, net, mixer, lr))
     if mixer == "puzzlemix":  # its data-smoothness term on the [0, 1] pixel scale, as official
         cfg["mix_options"] = {"puzzlemix": {"pixel_std": pixel_std(dataset)}}
     if percent:
@@ -86,6 +97,17 @@ def configs():
                 yield config("cifar100", net, mixer, loss, 800, 0.1, eta=1.0, tag="_800ep")
             yield config("tinyimagenet", "cifar_resnet18", mixer, loss, 400, 0.2, eta=1.0,
                          tag="_400ep")
+        for mixer in LEARNED + ("saliencymix", "puzzlemix"):  # A2 rows not above
+            for net in (("cifar_resnet18", "cifar_resnext50", "wrn_28_8") if mixer in LEARNED
+                        else ("wrn_28_8",)):
+                yield config("cifar100", net, mixer, loss, 800, 0.1, eta=1.0, tag="_800ep")
+            for net in (("cifar_resnet18", "cifar_resnext50") if mixer in LEARNED
+                        else ("cifar_resnext50",)):
+                yield config("tinyimagenet", net, mixer, loss, 400, 0.2, eta=1.0,
+                             tag="_400ep")
+        for mixer in LEARNED:  # Table A7: CIFAR-100 and Tiny-ImageNet R-18 400 epochs
+            yield config("cifar100", "cifar_resnet18", mixer, loss, 400, 0.1, eta=1.0,
+                         tag="_400ep")
         for mixer in ("mixup", "cutmix", "manifoldmix"):  # Table A7: 400 epochs
             yield config("cifar100", "cifar_resnet18", mixer, loss, 400, 0.1, tag="_400ep")
         for mixer in ("mixup", "cutmix"):  # Table A8: data-efficient
@@ -97,6 +119,9 @@ def configs():
                 for mixer in STATIC:
                     yield config(dataset, net, mixer, loss, 200, 0.001, batch=16, wd=5e-4,
                                  eta=eta)
+                for mixer in LEARNED:  # dynamic: η = 1
+                    yield config(dataset, net, mixer, loss, 200, 0.001, batch=16, wd=5e-4,
+                                 eta=1.0)
 
 
 def imagenet(recipe: str, net: str, loss: str, mixers: str, alpha: str, epochs: int,
@@ -123,6 +148,22 @@ def imagenet(recipe: str, net: str, loss: str, mixers: str, alpha: str, epochs: 
     return cfg
 
 
+def learned_keys(dataset: str, net: str, mixer: str, lr: float) -> dict:
+    """OpenMixup's AutoMix / SAMix settings for a dataset (module docstring)."""
+    keys = {"mix_alpha": "2.0", "mix_clean_weight": 1.0, "mix_head": "separate",
+            "mix_head_init": "normal"}
+    if dataset in ("cifar100", "tinyimagenet"):
+        keys["min_lr"] = 1e-3 if net == "wrn_28_8" else 0.05   # "mlr5e_2" / "mlr1e_3"
+    else:  # ImageNet and fine-grained: λ concatenated, 0.99999, annealed mask loss
+        options = {"end_momentum": 0.99999, "mask_loss_decay": "cosine"}
+        if mixer == "automix":
+            options["lam_concat"] = True
+        keys["mix_options"] = {mixer: options}
+        if dataset in ("cub200", "fgvc_aircraft"):
+            keys["mix_block_lr_mult"] = 10.0                   # Mix Block lr 0.01 vs 0.001
+    return keys
+
+
 def pixel_std(dataset: str) -> list:
     """The per-channel std the dataset's images are normalised with (dm_ssl.data)."""
     from dm_ssl.data.supervised import get_supervised_spec
@@ -144,6 +185,11 @@ def imagenet_configs():
             for mixer in ("mixup", "cutmix"):
                 yield imagenet("pytorch", net, loss, mixer, "0.2", 100, 256, optim="SGD",
                                lr=0.1, momentum=0.9, weight_decay=1e-4)
+            for mixer in LEARNED:  # Table A3: η = 1, α = 2
+                yield imagenet("pytorch", net, loss, mixer, "2.0", 100, 256, optim="SGD",
+                               lr=0.1, momentum=0.9, weight_decay=1e-4,
+                               **learned_keys("imagenet", net, mixer, 0.1),
+                               **({"mix_eta": 1.0} if loss == "dm_ce" else {}))
         for net, drop_path in (("deit_small_patch16_224", 0.1),
                                ("swin_tiny_patch4_window7_224", 0.2)):  # DeiT
             yield imagenet("deit", net, loss, "mixup,cutmix", dm_alpha(loss, "0.8,1.0"), 300,
@@ -162,6 +208,15 @@ def imagenet_configs():
                            auto_augment="rand-m6-mstd0.5-inc1", interpolation="bicubic",
                            mix_bce_threshold=0.2, mix_bce_class_reduction="mean",
                            **({"mix_bce_mode": "one"} if loss == "mbce" else {}),
+                           net_options={"drop_path_rate": 0.05})
+        for mixer in LEARNED:  # Table A4: RSB A3 ResNet-50 with a learned mixer
+            yield imagenet("rsb_a3", "resnet50", loss, mixer, "2.0", 100, 2048,
+                           optim="lamb", lr=8e-3, weight_decay=0.02, num_warmup_epochs=5,
+                           img_size=160, eval_img_size=224, crop_pct=0.95,
+                           auto_augment="rand-m6-mstd0.5-inc1", interpolation="bicubic",
+                           mix_bce_threshold=0.2, mix_bce_class_reduction="mean",
+                           **({"mix_bce_mode": "one"} if loss == "mbce" else {}),
+                           **learned_keys("imagenet", "resnet50", mixer, 8e-3),
                            net_options={"drop_path_rate": 0.05})
 
 

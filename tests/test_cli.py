@@ -127,18 +127,27 @@ def test_every_supervised_config_validates_and_one_runs(tmp_path):
     from .data.cifar_files import write_cifar100
 
     configs = sorted((CONFIGS[0].parents[2] / "supervised").rglob("*.yaml"))
-    assert len(configs) == 130
+    assert len(configs) == 194
+    learned = 0
     for path in configs:
         cfg = cli.validate(cli.load_config(str(path)))
         assert cfg["num_train_iter"] % cfg["epoch"] == 0
-        if cfg["mix_mixers"] == "puzzlemix" and cfg["mix_loss"] == "dm_ce":  # dynamic (B.3)
+        if cfg["mix_mixers"] in ("automix", "samix"):  # OpenMixup's settings (spec §5.1)
+            learned += 1
+            assert cfg["mix_alpha"] == "2.0" and cfg["mix_clean_weight"] == 1.0
+            assert cfg["mix_head"] == "separate"
+            if cfg["mix_loss"] == "dm_ce":
+                assert cfg["mix_eta"] == 1.0
+        elif cfg["mix_mixers"] == "puzzlemix" and cfg["mix_loss"] == "dm_ce":  # dynamic (B.3)
             assert cfg["mix_alpha"] == "2.0" and cfg["mix_eta"] == 1.0
         elif cfg["mix_loss"] in ("dm_ce", "dm_bce"):
             assert cfg["mix_alpha"] == "0.2" and cfg["mix_eta"] in (0.1, 1.0)
+    assert learned == 56
     data = tmp_path / "data"
     write_cifar100(data, per_class=4)
     for name, net in (("cifar100_cifar_resnet18_mixup_dm_ce_30pct", "cifar_resnet18"),
-                      ("cifar100_cifar_resnet18_puzzlemix_dm_ce_800ep", "small_cnn")):
+                      ("cifar100_cifar_resnet18_puzzlemix_dm_ce_800ep", "small_cnn"),
+                      ("cifar100_cifar_resnet18_samix_dm_ce_800ep", "small_cnn")):
         path = [p for p in configs if p.name == f"{name}.yaml"][0]
         argv = ["train", "--config", str(path), "--data-dir", str(data), "--save-dir",
                 str(tmp_path / "runs"), *_sets(*TINY, f"net={net}")]
@@ -146,7 +155,8 @@ def test_every_supervised_config_validates_and_one_runs(tmp_path):
 
 
 @pytest.mark.parametrize("recipe", ["imagenet_deit_s_deit_mixup_cutmix_dm_ce",
-                                    "imagenet_resnet50_rsb_a3_mixup_cutmix_dm_bce"])
+                                    "imagenet_resnet50_rsb_a3_mixup_cutmix_dm_bce",
+                                    "imagenet_resnet50_rsb_a3_samix_dm_bce"])
 def test_imagenet_recipes_run_from_their_configs(tmp_path, recipe):
     """The DeiT and RSB A3 configs run as shipped (optimizer, schedule, repeated augmentation,
     RandAugment, erasing, EMA, BCE threshold, drop path), only smaller: a timm test net,

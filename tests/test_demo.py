@@ -59,6 +59,8 @@ def test_bench_mixers_smoke():
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
     assert set(MIXERS) <= lines and "fwd+bwd" in lines
+    steps = proc.stdout.split("one training step", 1)[1].splitlines()
+    assert {"mixup", "automix", "samix"} <= {line.split()[0] for line in steps if line.strip()}
 
 
 def test_dm_options_experiment_smoke(tmp_path):
@@ -91,3 +93,19 @@ def test_ll_gradients_experiment_smoke(tmp_path):
     assert [r[0] for r in rows] == ["0", "2"] and all(len(r) == 6 for r in rows)
     assert all(float(r[3]) > 0 and float(r[4]) > 0 and -1 <= float(r[5]) <= 1 for r in rows)
     assert "final test accuracy" in proc.stdout
+
+
+def test_mixed_accuracy_learned_set_smoke(tmp_path):
+    import json
+
+    out = tmp_path / "learned"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "exp_mixed_accuracy.py"), "--seeds", "0",
+         "--iters", "3", "--set", "learned", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "mixed_accuracy.json").read_text())
+    assert {"automix MCE", "samix DM(CE) η=1", "mixup MCE"} <= set(results)
+    for runs in results.values():
+        assert 0 <= runs[0]["own"]["top2"] <= runs[0]["own"]["top1"] <= 100
+    assert "own top-1" in proc.stdout

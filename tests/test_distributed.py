@@ -73,3 +73,33 @@ def test_torchrun_supervised_puzzlemix_with_repeated_augmentation(tmp_path):
     results = json.loads((tmp_path / "runs" / "supervised_mixup_cifar10" /
                           "results.json").read_text())
     assert results["final_it"] == 4
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent /
+                    "torchrun").exists(), reason="torchrun not installed")
+def test_torchrun_learned_mixer_then_mixed_eval(tmp_path):
+    """AutoMix's Mix Block and momentum encoder inside the DDP model (the Mix Block's loss
+    does not pass through DDP's forward), then `dm-ssl eval --mixed automix` with the trained
+    Mix Block on one process; a learned mixer the run did not train is refused."""
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "algorithm": "supervised_mixup", "dataset": "digits", "num_labels": 40,
+        "net": "small_cnn", "in_channels": 1, "mix_mixers": "automix", "mix_loss": "dm_ce",
+        "mix_eta": 1.0, "mix_clean_weight": 1.0, "num_train_iter": 4, "epoch": 1,
+        "num_eval_iter": 2, "batch_size": 8, "eval_batch_size": 64, "num_workers": 0,
+        "seed": 0, "progress": False, "device": "cpu"}))
+    train_two_processes(cfg, tmp_path / "runs")
+    run = tmp_path / "runs" / "supervised_mixup_digits"
+    assert json.loads((run / "results.json").read_text())["final_it"] == 4
+    for mixer, ok in (("automix", True), ("samix", False)):
+        ev = subprocess.run([sys.executable, "-m", "dm_ssl.cli", "eval", "--checkpoint",
+                             str(run / "latest_model.pth"), "--device", "cpu",
+                             "--mixed", mixer],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+        if ok:
+            assert ev.returncode == 0, ev.stderr[-3000:]
+            out = json.loads(ev.stdout.strip().splitlines()[-1])
+            assert all(0 <= out["mixed_automix"][k] <= 100 for k in ("top1", "top2"))
+        else:
+            assert ev.returncode != 0 and "Traceback" not in ev.stderr
+            assert "samix" in ev.stderr and "did not train" in ev.stderr

@@ -22,6 +22,7 @@ from dm_ssl.mixers.base import frozen_bn_stats
 
 from .dm_term import DecoupledMixupTerm, DMConfig
 from .driver import masking_probs
+from .mixing import MixingModule, WithMixing, schema_arguments, split_mix_block_params
 
 #: host name -> whether its thresholds are class-wise/adaptive (then L_lu uses the host's mask)
 HOSTS: Dict[str, bool] = {"fixmatch": False, "flexmatch": True, "freematch": True,
@@ -33,58 +34,38 @@ def _optional_float(value: Any) -> Optional[float]:
 
 
 def dm_arguments() -> List[SSL_Argument]:
-    """The DM config keys with the spec's defaults (one place declares them)."""
+    """The DM config keys with the spec's defaults: the SSL ones here, the mixing ones from
+    the schema shared with supervised mixup (:mod:`dm_ssl.algorithms.mixing`)."""
     d = DMConfig()
     return [
         SSL_Argument("--dm_w_ll", float, d.w_ll, "weight of L_ll (labeled x labeled); official 1"),
         SSL_Argument("--dm_w_lu", float, d.w_lu, "final weight of L_lu (cosine ramp from 0)"),
-        SSL_Argument("--dm_mixer", str, d.mixer, "mixer of dm_ssl.mixers"),
-        SSL_Argument("--dm_alpha", float, d.alpha, "Beta(alpha, alpha) of the mixing ratio"),
-        SSL_Argument("--dm_loss", str, d.loss, "dm_ce or mce (the eta = 0 ablation)"),
-        SSL_Argument("--dm_eta", float, d.eta, "decoupled weight eta"),
-        SSL_Argument("--dm_mode", str, d.mode, "both, less or more"),
-        SSL_Argument("--dm_thr", float, d.thr, "ratio threshold of dm_mode"),
-        SSL_Argument("--dm_scale", str, d.scale, "none or pow"),
-        SSL_Argument("--dm_t", float, d.t, "threshold t of scale=pow"),
-        SSL_Argument("--dm_k", float, d.k, "exponent k of scale=pow"),
+        *[SSL_Argument(f"--{key}", cast, default, text)
+          for key, cast, default, text in schema_arguments("dm")],
         SSL_Argument("--dm_p_mix_cutoff", _optional_float, d.p_mix_cutoff,
                      "pseudo-label cutoff of L_lu (None: p_cutoff)"),
         SSL_Argument("--dm_mask", str, d.mask, "auto, threshold or host"),
-        SSL_Argument("--dm_head", str, d.head, "separate (a second linear head) or shared"),
-        SSL_Argument("--dm_mixer_options", dict, d.mixer_options,
-                     "keyword arguments of the mixer, e.g. {block_nums: [2, 4]}"),
         SSL_Argument("--dm_ramp_ll", str, d.ramp_ll, "none or cosine: ramp of w_ll"),
         SSL_Argument("--dm_ramp_lu", str, d.ramp_lu, "none or cosine: ramp of w_lu"),
         SSL_Argument("--dm_bias_ll", str2bool, d.bias_ll, "max(lam, 1 - lam) on L_ll too"),
         SSL_Argument("--dm_bn", str, d.bn, "update or freeze: BN running stats in the DM forward"),
         SSL_Argument("--dm_forward", str, d.forward, "concat or separate forwards of L_ll, L_lu"),
-        SSL_Argument("--dm_head_init", str, d.head_init, "default or normal (N(0, 0.01), bias 0)"),
         SSL_Argument("--dm_pseudo", str, d.pseudo, "host or ema: who gives L_lu's pseudo-labels"),
     ]
 
 
-class WithMixHead(nn.Module):
-    """A semilearn net plus the mix head: ``forward`` is the net's, ``mix_head`` scores mixes."""
+def input_shape(args: Any) -> Tuple[int, int, int]:
+    """One sample's (C, H, W) for a learned mixer's dry forward (only its channels matter)."""
+    side = int(getattr(args, "img_size", None) or 32)
+    return int(getattr(args, "in_channels", 3) or 3), side, side
 
-    def __init__(self, backbone: nn.Module, num_classes: int, seed: int,
-                 init: str = "default") -> None:
-        super().__init__()
-        self.backbone = backbone
-        feat_dim = getattr(backbone, "num_features", None)
-        if feat_dim is None:
-            raise ValueError(f"dm_head='separate': {type(backbone).__name__} has no "
-                             "num_features; use dm_head='shared'")
-        # initialise from its own seed: the global RNG stream (and so the host's own
-        # initialisation and data order) must not depend on whether DM is on
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.mix_head = nn.Linear(feat_dim, num_classes)
-            if init == "normal":  # OpenMixup's heads: normal_init(std=0.01, bias=0)
-                nn.init.normal_(self.mix_head.weight, std=0.01)
-                nn.init.zeros_(self.mix_head.bias)
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.backbone(*args, **kwargs)
+def build_mixing(spec: Any, net: nn.Module, num_classes: int, args: Any) -> MixingModule:
+    """The mixing module of ``net`` (the classifier network), learned mixers set up on it."""
+    mixing = MixingModule(spec, num_classes, feat_dim=getattr(net, "num_features", None),
+                          seed=int(args.seed) + 7919)
+    mixing.setup(net, input_shape(args), seed=int(args.seed) + 7920)
+    return mixing
 
 
 class DecoupledMixupMixin:
@@ -95,32 +76,51 @@ class DecoupledMixupMixin:
     def __init__(self, args, net_builder, tb_log=None, logger=None, **kwargs):
         self.dm_cfg = DMConfig.from_args(args)     # set_model (called by the base) needs it
         self._dm_capture: Optional[Dict[str, Any]] = None
+        self.mixing: Optional[MixingModule] = None
         super().__init__(args, net_builder, tb_log, logger, **kwargs)
         self.dm = DecoupledMixupTerm(self.dm_cfg, seed=args.seed)
         self.dm_use_host_mask = (self.dm_cfg.mask == "host"
                                  or (self.dm_cfg.mask == "auto" and self.dm_host_mask))
 
-    # -- model: the mix head is part of the trained model (optimizer, EMA, checkpoints) ------
-    def _with_head(self, net: nn.Module) -> nn.Module:
-        if not (self.dm_cfg.enabled and self.dm_cfg.head == "separate"):
+    # -- model: the mixing module (mix head, learned mixers) is part of the trained model -------
+    def _with_mixing(self, net: nn.Module, own: bool) -> nn.Module:
+        """``net`` with its mixing module (when that has state; else ``net`` itself). ``own``:
+        this is the trained model, whose module the DM term uses."""
+        if not self.dm_cfg.enabled:
             return net
-        return WithMixHead(net, self.num_classes, seed=self.args.seed + 7919,
-                           init=self.dm_cfg.head_init)
+        mixing = build_mixing(self.dm_cfg.mix, getattr(net, "query_encoder", net),
+                              self.num_classes, self.args)
+        if own:
+            self.mixing = mixing
+        return WithMixing(net, mixing) if mixing.has_state else net
 
     def set_model(self):
-        return self._with_head(super().set_model())
+        return self._with_mixing(super().set_model(), own=True)
 
     def set_ema_model(self):
-        # the host builds its EMA copy from the model without the mix head, then it gets one
+        # the host builds its EMA copy from the model without the mixing module, then it gets one
         model = self.model
-        self.model = model.backbone if isinstance(model, WithMixHead) else model
+        self.model = model.backbone if isinstance(model, WithMixing) else model
         try:
             ema_model = super().set_ema_model()
         finally:
             self.model = model
-        ema_model = self._with_head(ema_model)
+        ema_model = self._with_mixing(ema_model, own=False)
         ema_model.load_state_dict(self.model.state_dict())
         return ema_model
+
+    def set_optimizer(self):
+        optimizer, scheduler = super().set_optimizer()
+        mult = float(self.dm_cfg.mix.block_lr_mult)
+        if self.mixing is not None and self.mixing.learned and mult != 1.0:
+            lambdas = getattr(scheduler, "lr_lambdas", [])
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR) or \
+                    len({id(f) for f in lambdas}) != 1:
+                raise ValueError(f"dm_block_lr_mult: {self.args.algorithm}'s scheduler "
+                                 f"({type(scheduler).__name__}) cannot take a Mix Block group")
+            split_mix_block_params(optimizer, self.mixing, mult)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, scheduler.lr_lambdas[0])
+        return optimizer, scheduler
 
     # -- the step -----------------------------------------------------------------------------
     def call_hook(self, fn_name, hook_name=None, *args, **kwargs):
@@ -142,15 +142,14 @@ class DecoupledMixupMixin:
             raise RuntimeError(f"{self.args.algorithm}: the host never called its masking hook "
                                "with the unlabeled predictions; DM cannot attach to it")
         model = self.model.module if hasattr(self.model, "module") else self.model
-        net, head = ((model.backbone, model.mix_head) if isinstance(model, WithMixHead)
-                     else (model, None))
+        net = model.backbone if isinstance(model, WithMixing) else model
         net = getattr(net, "query_encoder", net)  # hosts whose net wraps the classifier net
         probs = captured["probs"]
         if self.dm_cfg.pseudo == "ema":
             probs = self.ema_pseudo_probs(batch["x_ulb_w"][:batch["y_lb"].shape[0]])
         with self.amp_cm():
             dm_loss, logs = self.dm(
-                net, head, batch["x_lb"], batch["y_lb"], batch["x_ulb_w"], probs,
+                self.mixing, net, batch["x_lb"], batch["y_lb"], batch["x_ulb_w"], probs,
                 captured.get("mask"), p_cutoff=float(getattr(self, "p_cutoff", 0.95)),
                 use_host_mask=self.dm_use_host_mask, it=self.it, total_it=self.num_train_iter)
         out_dict["loss"] = out_dict["loss"] + dm_loss

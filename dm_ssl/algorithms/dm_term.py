@@ -16,9 +16,13 @@ code): ``ramp_ll`` (ramp L_ll like L_lu), ``bias_ll`` (max(λ, 1−λ) in L_ll t
 (one forward per term), ``head_init='normal'`` (read by the host's mix head), ``pseudo='ema'``
 (the host passes the EMA teacher's probabilities as ``probs_ulb_w``).
 
-This module knows nothing about semilearn: :class:`DMConfig` holds the hyper-parameters (read
-from the config once), :class:`DecoupledMixupTerm` computes the term given the network, the
-batch and what the host produced (weak-view probabilities and mask). Hosts compose it
+This module knows nothing about semilearn: :class:`DMConfig` holds the SSL hyper-parameters
+(read from the config once) with the mixing ones in the shared schema
+(:class:`~dm_ssl.algorithms.mixing.MixSpec`, keys ``dm_*``); :class:`DecoupledMixupTerm` computes
+the term given the model's :class:`~dm_ssl.algorithms.mixing.MixingModule` (one mixer instance
+serves L_ll and L_lu), the network, the batch and what the host produced (weak-view
+probabilities and mask). A learned mixer's own loss (``MixResult.aux_loss``) is added unweighted
+by the ramps: the Mix Block trains from the first step. Hosts compose the term
 (``dm_hosts.py``); Self-Tuning + DM reuses it unchanged.
 """
 
@@ -32,17 +36,14 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from dm_ssl.losses import build_loss
-from dm_ssl.mixers import build_mixer
 from dm_ssl.mixers.base import frozen_bn_stats
 
+from .mixing import MixingModule, MixSpec
+
 MASKS = ("auto", "threshold", "host")
-HEADS = ("separate", "shared")
-LOSSES = ("dm_ce", "mce")
 RAMPS = ("none", "cosine")
 BN_MODES = ("update", "freeze")
 FORWARDS = ("concat", "separate")
-HEAD_INITS = ("default", "normal")
 PSEUDOS = ("host", "ema")
 
 
@@ -61,41 +62,30 @@ class DMConfig:
 
     w_ll: float = 0.0
     w_lu: float = 1.0
-    mixer: str = "mixup"
-    alpha: float = 1.0
-    loss: str = "dm_ce"
-    eta: float = 1.0
-    mode: str = "both"
-    thr: float = 0.5
-    scale: str = "pow"
-    t: float = 1.0
-    k: float = 1.0
     p_mix_cutoff: Optional[float] = None  # None: the host's p_cutoff
     mask: str = "auto"                    # auto: host mask for class-wise hosts, else threshold
-    head: str = "separate"
-    mixer_options: Dict[str, Any] = field(default_factory=dict)  # e.g. PuzzleMix block_nums
     ramp_ll: str = "none"        # none: w_ll from the first step; cosine: as L_lu's ramp
     ramp_lu: str = "cosine"
     bias_ll: bool = False        # max(λ, 1−λ) on L_ll too (the official code does)
     bn: str = "update"           # freeze: the DM forward leaves BN running statistics alone
     forward: str = "concat"      # separate: L_ll and L_lu in two forwards (own BN batches)
-    head_init: str = "default"   # normal: the mix head N(0, 0.01), bias 0 (OpenMixup's heads)
     pseudo: str = "host"         # ema: L_lu's pseudo-labels from the EMA teacher (read by hosts)
+    #: mixer, loss and mix head: the schema shared with supervised mixup (keys dm_mixer, ...)
+    mix: MixSpec = field(default_factory=lambda: MixSpec.for_setting("dm"))
 
     @classmethod
     def from_args(cls, args: Any) -> DMConfig:
-        """Read ``dm_<field>`` keys of a semilearn args namespace."""
-        return cls(**{f.name: getattr(args, f"dm_{f.name}") for f in fields(cls)
-                      if hasattr(args, f"dm_{f.name}")})
+        """Read the ``dm_*`` keys of a semilearn args namespace."""
+        own = {f.name: getattr(args, f"dm_{f.name}") for f in fields(cls)
+               if f.name != "mix" and hasattr(args, f"dm_{f.name}")}
+        return cls(**own, mix=MixSpec.from_args(args, "dm"))
 
     def __post_init__(self) -> None:
-        for name in ("w_ll", "w_lu", "eta"):
+        for name in ("w_ll", "w_lu"):
             if not (float(getattr(self, name)) >= 0):
                 raise ValueError(f"dm_{name} must be >= 0, got {getattr(self, name)!r}")
-        for name, choices in (("mask", MASKS), ("head", HEADS), ("loss", LOSSES),
-                              ("ramp_ll", RAMPS), ("ramp_lu", RAMPS), ("bn", BN_MODES),
-                              ("forward", FORWARDS), ("head_init", HEAD_INITS),
-                              ("pseudo", PSEUDOS)):
+        for name, choices in (("mask", MASKS), ("ramp_ll", RAMPS), ("ramp_lu", RAMPS),
+                              ("bn", BN_MODES), ("forward", FORWARDS), ("pseudo", PSEUDOS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"dm_{name} must be one of {', '.join(choices)}, "
                                  f"got {getattr(self, name)!r}")
@@ -103,9 +93,6 @@ class DMConfig:
             raise ValueError(f"dm_p_mix_cutoff must be in [0, 1], got {self.p_mix_cutoff!r}")
         if not isinstance(self.bias_ll, bool):
             raise ValueError(f"dm_bias_ll must be true or false, got {self.bias_ll!r}")
-        if not isinstance(self.mixer_options, dict):
-            raise ValueError(f"dm_mixer_options must be a mapping of {self.mixer}'s keyword "
-                             f"arguments, got {self.mixer_options!r}")
 
     @property
     def enabled(self) -> bool:
@@ -133,26 +120,17 @@ def mix_threshold_mask(max_prob: Tensor, lam_lb: Tensor, p_cutoff: float,
 
 
 class DecoupledMixupTerm:
-    """Computes ``w_ll L_ll + w_lu(t) L_lu`` for one step (spec §6.1).
+    """Computes ``w_ll L_ll + w_lu(t) L_lu`` (+ a learned mixer's own loss) for one step.
 
-    The mix head (a second linear classifier on the backbone features, ``head="separate"``)
-    belongs to the trained model, not to this object, so the optimizer, EMA and checkpoints
-    see it; it is passed to :meth:`__call__`. The mixing draws use this object's own generator:
-    reproducible, resumable (see :meth:`state_dict`) and independent of the host's randomness.
+    The mixing machinery (:class:`~dm_ssl.algorithms.mixing.MixingModule`: mixer, loss, mix
+    head) belongs to the trained model, not to this object, so the optimizer, EMA and
+    checkpoints see it; it is passed to :meth:`__call__`. The mixing draws use this object's
+    own generator: reproducible, resumable (see :meth:`state_dict`) and independent of the
+    host's randomness.
     """
 
     def __init__(self, cfg: DMConfig, seed: int = 0) -> None:
         self.cfg = cfg
-        loss_kw = dict(eta=cfg.eta, mode=cfg.mode, thr=cfg.thr, scale=cfg.scale, t=cfg.t,
-                       k=cfg.k) if cfg.loss == "dm_ce" else {}
-        self.criterion = build_loss(cfg.loss, **loss_kw)
-        try:
-            self.mixer_ll = build_mixer(cfg.mixer, alpha=cfg.alpha, bias_to_a=cfg.bias_ll,
-                                        **cfg.mixer_options)
-            self.mixer_lu = build_mixer(cfg.mixer, alpha=cfg.alpha, bias_to_a=True,
-                                        **cfg.mixer_options)
-        except ValueError as err:
-            raise ValueError(f"dm_mixer / dm_mixer_options: {err}") from None
         self.generator = torch.Generator().manual_seed(int(seed))
 
     def state_dict(self) -> Dict[str, Any]:
@@ -161,15 +139,15 @@ class DecoupledMixupTerm:
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
 
-    def __call__(self, net: nn.Module, head: Optional[nn.Module], x_lb: Tensor, y_lb: Tensor,
+    def __call__(self, mixing: MixingModule, net: nn.Module, x_lb: Tensor, y_lb: Tensor,
                  x_ulb_w: Tensor, probs_ulb_w: Tensor, host_mask: Optional[Tensor],
                  p_cutoff: float, use_host_mask: bool, it: int,
                  total_it: int) -> Tuple[Tensor, Dict[str, float]]:
         """Returns the weighted term and its logs.
 
         Args:
+            mixing: the model's mixing module (its mix head scores the mixed batches).
             net: the backbone (semilearn net: ``net(x) -> {'logits', 'feat'}``).
-            head: the mix head applied to ``feat``, or None to use the main head's logits.
             probs_ulb_w: the host's probabilities of the weak unlabeled view (after any
                 distribution alignment); their argmax are the hard pseudo-labels.
             host_mask: the host's mask of the unlabeled batch (used when ``use_host_mask``).
@@ -178,27 +156,26 @@ class DecoupledMixupTerm:
         if x_ulb_w.shape[0] < n_l:
             raise ValueError(f"L_lu pairs labeled sample i with weak unlabeled sample i: needs "
                              f"uratio >= 1 ({x_ulb_w.shape[0]} unlabeled < {n_l} labeled)")
-
-        def logits_of(out: Dict[str, Tensor]) -> Tensor:
-            return out["logits"] if head is None else head(out["feat"])
-
         w_ll = cfg.w_ll * ramp(cfg.ramp_ll, it, total_it)
         w_lu = cfg.w_lu * ramp(cfg.ramp_lu, it, total_it)
         max_prob, pseudo = probs_ulb_w[:n_l].detach().max(-1)
         g = self.generator
+        mixing.schedule(it, total_it, net)  # learned mixers: momentum encoder update
         # w_ll = 0 (the default) skips L_ll: no draws, no forward (a ramp's zero still runs it,
         # so the draws do not depend on the step)
-        ll = self.mixer_ll(x_lb, y_lb, generator=g, model=net) if cfg.w_ll > 0 else None
-        lu = self.mixer_lu(x_lb, y_lb, x_b=x_ulb_w[:n_l], y_b=pseudo, generator=g, model=net)
+        ll = (mixing.mix(net, x_lb, y_lb, generator=g, bias_to_a=cfg.bias_ll)
+              if cfg.w_ll > 0 else None)
+        lu = mixing.mix(net, x_lb, y_lb, x_b=x_ulb_w[:n_l], y_b=pseudo, generator=g,
+                        bias_to_a=True)
         logits_ll = None
         with frozen_bn_stats(net) if cfg.bn == "freeze" else nullcontext():
             if ll is None:
-                logits_lu = logits_of(lu.forward(net))
+                logits_lu = mixing.logits(net, lu)
             elif cfg.forward == "separate" or ll.hook is not None or lu.hook is not None:
                 # feature mixing needs one forward each; `separate` gives each its BN batch
-                logits_ll, logits_lu = logits_of(ll.forward(net)), logits_of(lu.forward(net))
+                logits_ll, logits_lu = mixing.logits(net, ll), mixing.logits(net, lu)
             else:                      # input mixing: one forward for both mixed batches
-                logits_ll, logits_lu = logits_of(net(torch.cat([ll.x, lu.x]))).split(n_l)
+                logits_ll, logits_lu = mixing.head_logits(net(torch.cat([ll.x, lu.x]))).split(n_l)
         if use_host_mask:
             if host_mask is None:
                 raise ValueError("dm_mask='host' but the host produced no mask")
@@ -206,13 +183,17 @@ class DecoupledMixupTerm:
         else:
             p_mix = p_cutoff if cfg.p_mix_cutoff is None else float(cfg.p_mix_cutoff)
             mask_lu = mix_threshold_mask(max_prob, lu.lam, p_cutoff, p_mix)
-        loss_lu = self.criterion(logits_lu, lu.y_a, lu.y_b, lu.lam, weight=mask_lu)
+        loss_lu = mixing.loss(logits_lu, lu, weight=mask_lu)
         total = w_lu * loss_lu
         logs = {"mix_lu_loss": loss_lu.item()}
         if ll is not None:
-            loss_ll = self.criterion(logits_ll, ll.y_a, ll.y_b, ll.lam)
+            loss_ll = mixing.loss(logits_ll, ll)
             total = total + w_ll * loss_ll
             logs["mix_ll_loss"] = loss_ll.item()
+        for name, res in (("ll", ll), ("lu", lu)):
+            if res is not None and res.aux_loss is not None:  # a learned mixer's own loss
+                total = total + res.aux_loss
+                logs.update({f"{name}_{k}": v for k, v in res.logs.items()})
         logs.update(mix_loss=total.item(), mix_mask_ratio=mask_lu.float().mean().item(),
                     w_ll=w_ll, w_lu=w_lu)
         return total, logs

@@ -38,7 +38,8 @@ from torch import Tensor, nn
 from dm_ssl.losses.pgc import enqueue, pgc_loss
 from dm_ssl.nets.resnet import head_lr_groups
 
-from .dm_hosts import WithMixHead, with_decoupled_mixup
+from .dm_hosts import with_decoupled_mixup
+from .mixing import WithMixing
 
 
 class SelfTuningNet(nn.Module):
@@ -166,7 +167,7 @@ class SelfTuning(AlgorithmBase):
     @property
     def st_net(self) -> SelfTuningNet:
         model = self.model.module if hasattr(self.model, "module") else self.model
-        return model.backbone if isinstance(model, WithMixHead) else model
+        return model.backbone if isinstance(model, WithMixing) else model
 
     def set_optimizer(self):
         """SGD (nesterov) with the classifier head at ``st_head_lr_mult`` × lr (spec §6.2);

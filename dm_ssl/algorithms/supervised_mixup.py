@@ -3,8 +3,12 @@
 Any mixer of :mod:`dm_ssl.mixers` × any loss of :mod:`dm_ssl.losses` (MCE, DM(CE), MBCE one /
 two, DM(BCE)); with several mixers, one is drawn per batch (``mix_switch_prob``: the DeiT / RSB
 recipes switch between Mixup and CutMix with probability 0.5). The mixer's true per-sample λ
-goes straight into the loss. Runs on semilearn's trainer, hooks and checkpoints through
-dm_ssl's driver, like the SSL algorithms; only the labeled loader is used.
+goes straight into the loss. Mixer, loss and mix head come from the schema and the
+:class:`~dm_ssl.algorithms.mixing.MixingModule` shared with the SSL DM term (keys ``mix_*``);
+a learned mixer (AutoMix, SAMix) adds its own loss, and ``mix_clean_weight`` > 0 adds a CE on
+the clean batch (OpenMixup's AutoMix trains its classifier with both, ``head_one_q``). Runs on
+semilearn's trainer, hooks and checkpoints through dm_ssl's driver, like the SSL algorithms;
+only the labeled loader is used.
 
 The ImageNet recipes of spec §7 (PyTorch-style, DeiT, RSB A3) are configs of this algorithm,
 built from timm's parts rather than re-written ones:
@@ -31,50 +35,16 @@ from typing import Any, Dict, Iterator, List
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from semilearn.algorithms.fullysupervised import FullySupervised
 from semilearn.algorithms.utils import SSL_Argument
 from semilearn.core.utils import ALGORITHMS
 from torch.utils.data import DataLoader, Dataset
 
-from dm_ssl.losses import build_loss
-from dm_ssl.mixers import build_mixer
-from dm_ssl.mixers.base import frozen_bn_stats
+from dm_ssl.mixers.base import frozen_bn_stats, unwrap
 
-
-def _names(value: Any) -> List[str]:
-    return [v.strip() for v in str(value).split(",") if v.strip()]
-
-
-def loss_kwargs(args: Any) -> Dict[str, Any]:
-    """The ``mix_*`` keys that the chosen loss takes (one place maps config -> loss)."""
-    name = args.mix_loss
-    if name == "mce":
-        return {"label_smoothing": args.mix_label_smoothing}
-    if name == "dm_ce":
-        return dict(eta=args.mix_eta, mode=args.mix_mode, thr=args.mix_thr,
-                    scale=args.mix_scale, t=args.mix_t, k=args.mix_k,
-                    label_smoothing=args.mix_label_smoothing)
-    bce = {"target_threshold": args.mix_bce_threshold,
-           "class_reduction": args.mix_bce_class_reduction}
-    if name == "mbce":
-        return {"mode": args.mix_bce_mode, **bce}
-    if name == "dm_bce":
-        return {"t": args.mix_t, "xi": args.mix_xi, **bce}
-    raise ValueError(f"mix_loss: unknown {name!r}; expected mce, dm_ce, mbce or dm_bce")
-
-
-def mixer_options(value: Any, mixers: List[str]) -> Dict[str, Dict[str, Any]]:
-    """Config key ``mix_options``: keyword arguments per mixer name, e.g.
-    ``{puzzlemix: {block_nums: [2, 4, 8]}, fmix: {decay_power: 3}}``."""
-    value = {} if value is None else value
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise ValueError("mix_options must map mixer names to their keyword arguments, e.g. "
-                         f"{{puzzlemix: {{block_nums: [2, 4]}}}}, got {value!r}")
-    unused = sorted(set(value) - set(mixers))
-    if unused:
-        raise ValueError(f"mix_options: {', '.join(unused)} not in mix_mixers "
-                         f"({', '.join(mixers)})")
-    return value
+from .dm_hosts import build_mixing
+from .mixing import MixSpec, WithMixing, schema_arguments, split_mix_block_params
 
 
 @ALGORITHMS.register("supervised_mixup")
@@ -82,31 +52,40 @@ class SupervisedMixup(FullySupervised):
     """Mixup-family training on labeled data; see the module docstring."""
 
     def __init__(self, args, net_builder, tb_log=None, logger=None):
-        super().__init__(args, net_builder, tb_log, logger)
-        mixers, alphas = _names(args.mix_mixers), [float(a) for a in _names(args.mix_alpha)]
-        if not mixers:
-            raise ValueError("mix_mixers: give at least one mixer (e.g. mixup or mixup,cutmix)")
-        if len(alphas) not in (1, len(mixers)):
-            raise ValueError(f"mix_alpha: one value or one per mixer ({len(mixers)}), "
-                             f"got {args.mix_alpha!r}")
-        alphas = alphas * len(mixers) if len(alphas) == 1 else alphas
-        options = mixer_options(args.mix_options, mixers)
-        try:
-            self.mixers = [build_mixer(m, alpha=a, **options.get(m, {}))
-                           for m, a in zip(mixers, alphas)]
-        except ValueError as err:
-            raise ValueError(f"mix_mixers / mix_alpha / mix_options: {err}") from None
-        try:
-            self.criterion = build_loss(args.mix_loss, **loss_kwargs(args))
-        except ValueError as err:
-            raise ValueError(f"mix_loss {args.mix_loss!r} and its mix_* keys: {err}") from None
-        self.switch_prob = float(args.mix_switch_prob)
+        super().__init__(args, net_builder, tb_log, logger)  # set_model builds self.mixing
         self.mix_prob = float(args.mix_prob)
         if args.mix_bn not in ("update", "freeze"):
             raise ValueError(f"mix_bn must be update or freeze, got {args.mix_bn!r}")
         self.mix_bn = args.mix_bn
+        self.clean_weight = float(args.mix_clean_weight)
+        if not self.clean_weight >= 0:
+            raise ValueError(f"mix_clean_weight must be >= 0, got {args.mix_clean_weight!r}")
         # mixing draws: own generator (reproducible, checkpointed with the DM-style state)
         self.mix_generator = torch.Generator().manual_seed(int(args.seed))
+
+    @property
+    def mixers(self) -> List[Any]:
+        return list(self.mixing.mixers)
+
+    @property
+    def criterion(self) -> Any:
+        return self.mixing.criterion
+
+    def set_model(self):
+        """The network with its mixing module (when that has state: a mix head, a learned
+        mixer), so the optimizer, EMA and checkpoints see it."""
+        net = super().set_model()
+        self.mixing = build_mixing(MixSpec.from_args(self.args, "mix"), net, self.num_classes,
+                                   self.args)
+        return WithMixing(net, self.mixing) if self.mixing.has_state else net
+
+    def set_ema_model(self):
+        ema = self.net_builder(num_classes=self.num_classes)
+        if isinstance(self.model, WithMixing):
+            ema = WithMixing(ema, build_mixing(self.mixing.spec, ema, self.num_classes,
+                                               self.args))
+        ema.load_state_dict(self.model.state_dict())
+        return ema
 
     def set_optimizer(self):
         """The optimizer named by ``optim`` (semilearn's SGD/AdamW, else timm's) and a
@@ -117,6 +96,7 @@ class SupervisedMixup(FullySupervised):
             optimizer, _ = super().set_optimizer()
         else:
             optimizer = timm_optimizer(self.model, args)
+        split_mix_block_params(optimizer, self.mixing, float(self.mixing.spec.block_lr_mult))
         schedule = warmup_cosine(self.num_train_iter, int(args.num_warmup_iter), float(args.lr),
                                  float(args.warmup_lr), float(args.min_lr))
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -164,8 +144,12 @@ class SupervisedMixup(FullySupervised):
         self.call_hook("after_run")
 
     def train_step(self, x_lb, y_lb):
-        g = self.mix_generator
+        g, mixing = self.mix_generator, self.mixing
         u = torch.rand(2, generator=g).tolist()
+        net = unwrap(self.model)
+        mixing.schedule(self.it, self.num_train_iter,
+                        net.backbone if isinstance(net, WithMixing) else net)
+        logs: Dict[str, float] = {}
         with self.amp_cm():
             if u[0] >= self.mix_prob:  # an unmixed batch: plain targets through the same loss
                 logits = self.model(x_lb)["logits"]
@@ -173,22 +157,34 @@ class SupervisedMixup(FullySupervised):
                 loss = self.criterion(logits, y_lb, y_lb, lam)
                 mixer_name = "none"
             else:
-                mixer = self.mixers[1 if len(self.mixers) > 1 and u[1] < self.switch_prob
-                                    else 0]
-                res = mixer(x_lb, y_lb, generator=g, model=self.model)
-                if self.mix_bn == "freeze":
+                mixer = mixing.mixers[1 if len(mixing.mixers) > 1
+                                      and u[1] < float(mixing.spec.switch_prob) else 0]
+                res = mixing.mix(self.model, x_lb, y_lb, generator=g, mixer=mixer)
+                clean = None
+                if self.clean_weight > 0:  # the clean batch's CE (AutoMix's head_one_q)
+                    clean = F.cross_entropy(self.model(x_lb)["logits"], y_lb)
+                elif self.mix_bn == "freeze":
                     # running statistics from the clean batch only (what evaluation sees); the
                     # mixed forward normalises with its batch statistics and updates nothing
                     with torch.no_grad():
                         self.model(x_lb)
+                if self.mix_bn == "freeze":
                     with frozen_bn_stats(self.model):
-                        logits = res.forward(self.model)["logits"]
+                        logits = mixing.logits(self.model, res)
                 else:
-                    logits = res.forward(self.model)["logits"]
-                loss = self.criterion(logits, res.y_a, res.y_b, res.lam)
+                    logits = mixing.logits(self.model, res)
+                loss = mixing.loss(logits, res)
+                logs["mix_loss"] = loss.item()
+                if clean is not None:
+                    loss = loss + self.clean_weight * clean
+                    logs["clean_loss"] = clean.item()
+                if res.aux_loss is not None:  # a learned mixer's own loss (its Mix Block)
+                    loss = loss + res.aux_loss
+                    logs.update(res.logs)
                 mixer_name = mixer.name
         out_dict = self.process_out_dict(loss=loss)
-        log_dict = self.process_log_dict(sup_loss=loss.item(), mixed=float(mixer_name != "none"))
+        log_dict = self.process_log_dict(sup_loss=loss.item(), mixed=float(mixer_name != "none"),
+                                         **logs)
         return out_dict, log_dict
 
     def get_save_dict(self):
@@ -205,26 +201,13 @@ class SupervisedMixup(FullySupervised):
     @staticmethod
     def get_argument():
         return [
-            SSL_Argument("--mix_mixers", str, "mixup", "mixer, or mixers to switch (a,b)"),
-            SSL_Argument("--mix_alpha", str, "1.0", "Beta(α, α): one value or one per mixer"),
-            SSL_Argument("--mix_options", dict, {}, "keyword arguments per mixer name"),
-            SSL_Argument("--mix_switch_prob", float, 0.5, "probability of the second mixer"),
+            *[SSL_Argument(f"--{key}", cast, default, text)
+              for key, cast, default, text in schema_arguments("mix")],
             SSL_Argument("--mix_prob", float, 1.0, "probability that a batch is mixed"),
             SSL_Argument("--mix_bn", str, "update", "update or freeze: BN running statistics "
                          "from the mixed batch, or from a no-grad clean forward"),
-            SSL_Argument("--mix_loss", str, "dm_ce", "mce, dm_ce, mbce or dm_bce"),
-            SSL_Argument("--mix_eta", float, 0.1, "DM(CE) η (0.1 static, 1 dynamic mixers)"),
-            SSL_Argument("--mix_mode", str, "both", "DM(CE) mode"),
-            SSL_Argument("--mix_thr", float, 0.5, "DM(CE) mode threshold"),
-            SSL_Argument("--mix_scale", str, "none", "DM(CE) scale (none or pow)"),
-            SSL_Argument("--mix_t", float, 1.0, "pow threshold t / DM(BCE) t"),
-            SSL_Argument("--mix_k", float, 1.0, "pow exponent k"),
-            SSL_Argument("--mix_xi", float, 0.8, "DM(BCE) ξ (cutting 0.8, interpolation 1)"),
-            SSL_Argument("--mix_bce_mode", str, "one", "MBCE target: one or two"),
-            SSL_Argument("--mix_label_smoothing", float, 0.0, "label smoothing of MCE parts"),
-            SSL_Argument("--mix_bce_threshold", float, None, "BCE target threshold (RSB 0.2)"),
-            SSL_Argument("--mix_bce_class_reduction", str, "sum",
-                         "BCE over classes: sum (spec §4) or mean (timm's, RSB)"),
+            SSL_Argument("--mix_clean_weight", float, 0.0, "weight of a CE on the clean batch "
+                         "(OpenMixup's AutoMix/SAMix: 1)"),
             SSL_Argument("--warmup_lr", float, 0.0, "lr at the start of the warm-up"),
             SSL_Argument("--min_lr", float, 0.0, "lr at the end of the cosine"),
             SSL_Argument("--repeated_aug", int, 1, "repeats per image (DeiT 3; 1: off)"),

@@ -16,11 +16,6 @@ subtraction (``log(1 − p_b)`` would cancel exactly when ``p_b → 1``, the har
 about). The backward is hand-written: the gradient over ``R`` is one scaled ``softmax_R`` and the
 few mixed columns are fixed up by a scatter, so forward + backward pass over the logits about as
 often as a plain cross-entropy does.
-
-On CPU, float32/float64 logits of the two-component form go through a compiled kernel of the
-same math (:mod:`dm_ssl.losses._fused`: one autograd node, per-row passes in C++), because at
-mixup batch sizes the composed version's cost is per-operator dispatch; it falls back to the
-composed version where it does not apply or cannot be built.
 """
 
 from __future__ import annotations
@@ -33,7 +28,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from . import _fused
 from ._checks import (
     REDUCTIONS,
     LamLike,
@@ -222,9 +216,6 @@ def decoupled_mixup_ce(logits: Tensor, y_a: Tensor, y_b: Tensor, lam: LamLike,
     z = upcast(logits)
     lam_t = check_lam(lam, n, z)
     weight = check_weight(weight, n, z)
-    if _fused.usable_for(z, weight, lam_t):  # CPU: one compiled node (see _fused)
-        return _fused.fused_pair_loss(z, y_a, y_b, lam_t, weight, eta, mode, thr, scale, t, k,
-                                      label_smoothing, reduction)
     rows = _pair_rows(z, y_a, y_b, lam_t, eta, mode, thr, scale, t, k, label_smoothing)
     return reduce_rows(rows, weight, reduction)
 

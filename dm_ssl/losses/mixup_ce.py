@@ -1,9 +1,8 @@
 """MCE: the mixup cross-entropy baseline (spec §2).
 
 ``ℓ_MCE = −λ log p_a − (1−λ) log p_b``, optionally label-smoothed: each CE term is computed with
-``label_smoothing`` so the target is ``(1−ε)(λ e_a + (1−λ) e_b) + ε/C``. On CPU (float32 /
-float64) it runs through DM(CE)'s compiled kernel with η = 0, the same function
-(:mod:`dm_ssl.losses._fused`); elsewhere through two ``F.cross_entropy`` calls.
+``label_smoothing`` so the target is ``(1−ε)(λ e_a + (1−λ) e_b) + ε/C``, through two
+``F.cross_entropy`` calls.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _fused
 from ._checks import (
     REDUCTIONS,
     LamLike,
@@ -44,9 +42,6 @@ def mixup_ce(logits: Tensor, y_a: Tensor, y_b: Tensor, lam: LamLike,
     z = upcast(logits)
     lam_t = check_lam(lam, n, z)
     weight = check_weight(weight, n, z)
-    if _fused.usable_for(z, weight, lam_t):  # CPU: DM(CE)'s kernel with η = 0 is exactly MCE
-        return _fused.fused_pair_loss(z, y_a, y_b, lam_t, weight, 0.0, "both", 0.5, "none", 1.0,
-                                      1.0, label_smoothing, reduction)
     ce_a = F.cross_entropy(z, y_a, reduction="none", label_smoothing=label_smoothing)
     ce_b = F.cross_entropy(z, y_b, reduction="none", label_smoothing=label_smoothing)
     return reduce_rows(lam_t * ce_a + (1.0 - lam_t) * ce_b, weight, reduction)

@@ -11,6 +11,7 @@ The geometry (boxes, Fourier masks, saliency) lives in :mod:`dm_ssl.mixers.geome
 functions; each mixer module also exposes its pure ``*_images`` function.
 """
 
+from .automix import AutoMix, MixBlock, SAMix, mask_loss, momentum_at
 from .base import Mixer, MixResult, Pairing
 from .cutmix import CutMix, cutmix_images
 from .fmix import FMix, fmix_images
@@ -22,8 +23,9 @@ from .resizemix import ResizeMix, resizemix_images
 from .saliencymix import SaliencyMix, saliencymix_images
 
 __all__ = [
-    "MIXERS", "CutMix", "FMix", "ManifoldMix", "MixResult", "Mixer", "Mixup", "Pairing",
-    "PuzzleMix", "ResizeMix", "SaliencyMix", "build_mixer", "cutmix_images", "detect_layers",
-    "fmix_images", "manifold_mixing", "mixup_images", "puzzlemix_images", "register_mixer",
-    "resizemix_images", "saliencymix_images",
+    "AutoMix", "CutMix", "FMix", "MIXERS", "ManifoldMix", "MixBlock", "MixResult", "Mixer",
+    "Mixup", "Pairing", "PuzzleMix", "ResizeMix", "SAMix", "SaliencyMix", "build_mixer",
+    "cutmix_images", "detect_layers", "fmix_images", "manifold_mixing", "mask_loss",
+    "mixup_images", "momentum_at", "puzzlemix_images", "register_mixer", "resizemix_images",
+    "saliencymix_images",
 ]

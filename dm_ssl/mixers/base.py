@@ -1,20 +1,21 @@
 """The shared interface of all mixers (spec §5): pairing, λ, and the result they return.
 
-A mixer turns a batch ``x`` with labels ``y`` into a mixed batch whose row i has component
-a = ``x[i]`` with share λ_i and component b = its partner with share 1 − λ_i:
+A mixer is an ``nn.Module`` that turns a batch ``x`` with labels ``y`` into a mixed batch whose
+row i has component a = ``x[i]`` with share λ_i and component b = its partner with share 1 − λ_i:
 
     result = mixer(x, y, generator=g)                # partner: x[perm], perm drawn from g
     result = mixer(x, y, index=perm)                 # partner of row i: x[perm[i]]
     result = mixer(x_l, y_l, x_b=x_u, y_b=yhat_u)    # labeled × unlabeled, row i with x_u[i]
     logits = result.forward(model)                   # model(result.x), any hook armed
-    loss = criterion(logits, result.y_a, result.y_b, result.lam)
+    loss = criterion(logits, result.y_a, result.y_b, result.lam) + result.aux_loss
 
 λ is ``lam=`` (a float, or a tensor (N,) for per-sample λ) or drawn from Beta(α, α), one per
-batch or one per sample (``per_sample=True``); ``bias_to_a`` replaces it by max(λ, 1−λ) so
-the labeled component keeps the larger share (spec §5). ``result.lam`` is always the *true*
-per-sample share of component a after the geometry (pasted area, mask mean; spec §8 defect 7),
-a float tensor (N,) on ``x.device`` (float64 for float64 x, float32 otherwise). All randomness
-comes from the optional ``torch.Generator``.
+batch or one per sample (``per_sample=True``); ``bias_to_a`` (the mixer's setting, or the
+call's ``bias_to_a=`` when given) replaces it by max(λ, 1−λ) so the labeled component keeps the
+larger share (spec §5). ``result.lam`` is always the *true* per-sample share of component a
+after the geometry (pasted area, mask mean; spec §8 defect 7), a float tensor (N,) on
+``x.device`` (float64 for float64 x, float32 otherwise). All randomness comes from the
+optional ``torch.Generator``.
 
 Adding a mixer
 --------------
@@ -22,15 +23,19 @@ A static input mixer subclasses :class:`Mixer` and implements :meth:`Mixer.mix`,
 step ``(x_a, x_b, λ) -> (mixed, λ_eff)``; then registers itself with
 ``@register_mixer("name")`` (see ``registry.py``).
 
-Dynamic mixers (PuzzleMix, AutoMix, SAMix; spec §5, later work) plug in the same way plus:
+Dynamic mixers (PuzzleMix, AutoMix, SAMix; spec §5, §5.1) plug in the same way plus:
 
-- set ``needs_model = True``: ``__call__`` then refuses to run without ``model=``;
+- set ``needs_model = True``: ``forward`` then refuses to run without ``model=``;
 - override :meth:`Mixer.mix_batch` (``mix`` may then raise NotImplementedError): it
   receives the checked batch, labels, the :class:`Pairing`, the λ tensor, the generator and
-  the model. PuzzleMix can compute input gradients there (``x.detach().requires_grad_()``,
-  a forward/backward of ``model`` on ``y``, then its transport on the saliency);
-  AutoMix/SAMix keep their generator network as a module attribute and call it on features
-  of ``model``. It returns a :class:`MixResult` whose ``lam`` is the true share of its masks;
+  the model, and returns a :class:`MixResult` whose ``lam`` is the true share of its masks;
+- a *learned* mixer (AutoMix, SAMix) owns parameters: being an ``nn.Module`` owned by the
+  trained model (through :class:`dm_ssl.algorithms.mixing.MixingModule`), its parameters reach
+  the optimizer, the EMA, checkpoints, ``.to(device)`` and DDP like the network's. It sets
+  ``learned = True``, builds what depends on the network in :meth:`Mixer.setup` (called once
+  with the network and an input shape), follows the run's progress in :meth:`Mixer.schedule`
+  (called before every step's mixing) and returns its own loss in ``MixResult.aux_loss`` (with
+  its logs in ``MixResult.logs``), which the step adds to the classifier's loss;
 - when mixing must happen *inside* the forward pass (as ManifoldMix does), put a
   context-manager factory in ``MixResult.hook``: ``MixResult.forward`` arms it for exactly
   one call of the model and removes it afterwards.
@@ -44,7 +49,7 @@ import numbers
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Optional, Union
+from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +72,9 @@ class MixResult:
         index: the permutation used (None when ``x_b`` was given).
         layer: for feature mixers, the name of the module whose output is mixed.
         hook: ``model -> context manager`` arming feature mixing; None for input mixers.
+        aux_loss: a learned mixer's own loss (scalar, already weighted), added to the step's
+            loss; None for mixers without parameters.
+        logs: scalars to log with the step (a learned mixer's loss parts, mask statistics).
     """
 
     x: Tensor
@@ -77,6 +85,8 @@ class MixResult:
     layer: Optional[str] = None
     hook: Optional[Callable[[nn.Module], AbstractContextManager[Any]]] = field(
         default=None, repr=False, compare=False)
+    aux_loss: Optional[Tensor] = None
+    logs: Dict[str, float] = field(default_factory=dict)
 
     def forward(self, model: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``model(self.x, *args, **kwargs)``, with ``hook`` armed only during this call."""
@@ -262,7 +272,7 @@ def lam_dtype(x: Tensor) -> torch.dtype:
 # ---------------------------------------------------------------------------------------------
 
 
-class Mixer(abc.ABC):
+class Mixer(nn.Module, metaclass=abc.ABCMeta):
     """Base class of all mixers. Subclasses implement :meth:`mix` (or :meth:`mix_batch`).
 
     Args:
@@ -277,25 +287,41 @@ class Mixer(abc.ABC):
     needs_model: ClassVar[bool] = False  # dynamic/feature mixers need the network
     image_only: ClassVar[bool] = True    # x must be (N, C, H, W)
     floating_only: ClassVar[bool] = False
+    learned: ClassVar[bool] = False      # owns parameters trained with the network
 
     def __init__(self, alpha: Optional[float] = 1.0, bias_to_a: bool = False,
                  per_sample: bool = False) -> None:
+        super().__init__()
         self.alpha = check_alpha(alpha)
         self.bias_to_a = check_flag(bias_to_a, "bias_to_a")
         self.per_sample = check_flag(per_sample, "per_sample")
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
+    def extra_repr(self) -> str:
+        hparams = {k: v for k, v in vars(self).items()
+                   if not k.startswith("_") and k != "training"}
+        return ", ".join(f"{k}={v!r}" for k, v in hparams.items())
 
-    def __call__(self, x: Tensor, y: Tensor, *, lam: Optional[LamLike] = None,
-                 index: Optional[Tensor] = None, x_b: Optional[Tensor] = None,
-                 y_b: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
-                 model: Optional[nn.Module] = None) -> MixResult:
+    def setup(self, model: nn.Module, input_shape: Sequence[int],
+              head: Optional[nn.Module] = None) -> None:
+        """Build what depends on the network (a learned mixer's encoder copy, the Mix Block's
+        input width); ``input_shape`` is one sample's (C, H, W). Static mixers need nothing."""
+
+    def schedule(self, it: int, total: int, model: Optional[nn.Module] = None,
+                 head: Optional[nn.Module] = None) -> None:
+        """Called before the mixing of every step ``it`` of ``total`` with the online network
+        (and mix head): a learned mixer's momentum update. Static mixers need nothing."""
+
+    def forward(self, x: Tensor, y: Tensor, *, lam: Optional[LamLike] = None,
+                index: Optional[Tensor] = None, x_b: Optional[Tensor] = None,
+                y_b: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+                model: Optional[nn.Module] = None,
+                bias_to_a: Optional[bool] = None) -> MixResult:
         """Mix ``x`` (labels ``y``) with its partners; see the module docstring.
 
-        Random draws happen in a fixed order (permutation, λ, geometry), all from
-        ``generator``: the same seed gives a bit-identical result on the same device.
+        ``bias_to_a`` overrides the mixer's own setting for this call (one mixer serves both
+        L_ll and the λ-biased L_lu of spec §6.1). Random draws happen in a fixed order
+        (permutation, λ, geometry), all from ``generator``: the same seed gives a
+        bit-identical result on the same device.
         """
         label = self.name or type(self).__name__
         check_generator(generator)
@@ -304,8 +330,9 @@ class Mixer(abc.ABC):
         check_y(y, n)
         if self.needs_model and model is None:
             raise ValueError(f"{label} needs the network: pass model=...")
+        bias = self.bias_to_a if bias_to_a is None else check_flag(bias_to_a, "bias_to_a")
         pair = resolve_pairing(x, y, index=index, x_b=x_b, y_b=y_b, generator=generator)
-        lam_t = self.resolve_lam(lam, n, generator=generator, device=x.device)
+        lam_t = self.resolve_lam(lam, n, generator=generator, device=x.device, bias_to_a=bias)
         return self.mix_batch(x, y, pair, lam_t, generator=generator, model=model)
 
     def sample_lam(self, size: int, *, generator: Optional[torch.Generator],
@@ -315,8 +342,10 @@ class Mixer(abc.ABC):
         return _random.beta(self.alpha, size, generator=generator, device=device)
 
     def resolve_lam(self, lam: Optional[LamLike], n: int, *,
-                    generator: Optional[torch.Generator], device: torch.device) -> Tensor:
-        """The requested λ as float64 (N,): given or drawn, then biased if ``bias_to_a``."""
+                    generator: Optional[torch.Generator], device: torch.device,
+                    bias_to_a: Optional[bool] = None) -> Tensor:
+        """The requested λ as float64 (N,): given or drawn, then biased if ``bias_to_a``
+        (the argument, else the mixer's setting)."""
         if lam is not None:
             lam_t = check_lam(lam, n, device)
         elif self.alpha is None:
@@ -325,7 +354,8 @@ class Mixer(abc.ABC):
         else:
             lam_t = self.sample_lam(n if self.per_sample else 1, generator=generator,
                                     device=device).expand(n)
-        return torch.maximum(lam_t, 1.0 - lam_t) if self.bias_to_a else lam_t
+        bias = self.bias_to_a if bias_to_a is None else bias_to_a
+        return torch.maximum(lam_t, 1.0 - lam_t) if bias else lam_t
 
     @abc.abstractmethod
     def mix(self, x_a: Tensor, x_b: Tensor, lam: Tensor, *,

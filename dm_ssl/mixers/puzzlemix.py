@@ -432,7 +432,7 @@ class PuzzleMix(Mixer):
     def mix_batch(self, x: Tensor, y: Tensor, pair: Pairing, lam: Tensor, *,
                   generator: Optional[torch.Generator],
                   model: Optional[nn.Module]) -> MixResult:
-        assert model is not None  # __call__ checks needs_model
+        assert model is not None  # forward checks needs_model
         _, c, h, w = x.shape
         bad = [b for b in self.block_nums if h % b or w % b]
         if bad:

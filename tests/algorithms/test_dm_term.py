@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from dm_ssl.algorithms.dm_term import DMConfig, cosine_ramp, mix_threshold_mask
+from dm_ssl.algorithms.mixing import MixSpec, schema_arguments
 
 
 def test_cosine_ramp_is_a_true_ramp_over_the_whole_run():
@@ -31,8 +32,7 @@ def test_mix_threshold_mask():
 
 
 @pytest.mark.parametrize("kw,name", [
-    (dict(w_ll=-1.0), "dm_w_ll"), (dict(eta=-0.5), "dm_eta"), (dict(mask="x"), "dm_mask"),
-    (dict(head="x"), "dm_head"), (dict(loss="bce"), "dm_loss"), (dict(p_mix_cutoff=2.0),
+    (dict(w_ll=-1.0), "dm_w_ll"), (dict(mask="x"), "dm_mask"), (dict(p_mix_cutoff=2.0),
                                                                  "dm_p_mix_cutoff"),
 ])
 def test_config_errors_name_the_key(kw, name):
@@ -40,9 +40,46 @@ def test_config_errors_name_the_key(kw, name):
         DMConfig(**kw)
 
 
+@pytest.mark.parametrize("kw,name", [
+    (dict(eta=-0.5), "dm_eta"), (dict(head="x"), "dm_head"), (dict(loss="bce"), "dm_loss"),
+    (dict(alpha="1,2"), "dm_alpha"), (dict(mixer=""), "dm_mixer"),
+])
+def test_mix_spec_errors_name_the_setting_key(kw, name):
+    with pytest.raises(ValueError, match=name):
+        MixSpec.for_setting("dm", **kw)
+    supervised = {"dm_head": "mix_head", "dm_mixer": "mix_mixers"}.get(name, "mix_" + name[3:])
+    with pytest.raises(ValueError, match=supervised):
+        MixSpec.for_setting("mix", **kw)
+
+
 def test_defaults_are_the_official_ones_but_w_ll():
     cfg = DMConfig()
-    assert (cfg.w_lu, cfg.mixer, cfg.alpha, cfg.eta, cfg.mode, cfg.scale, cfg.t,
-            cfg.k) == (1.0, "mixup", 1.0, 1.0, "both", "pow", 1.0, 1.0)
+    m = cfg.mix
+    assert (cfg.w_lu, m.mixers, m.alphas, m.eta, m.mode, m.scale, m.t, m.k, m.head) == (
+        1.0, ["mixup"], [None], 1.0, "both", "pow", 1.0, 1.0, "separate")
     assert cfg.w_ll == 0.0 and cfg.enabled  # L_ll off by default (issue #11), L_lu on
     assert DMConfig(w_ll=0, w_lu=0).enabled is False
+
+
+def test_one_schema_with_the_per_setting_defaults():
+    ssl, sup = MixSpec.for_setting("dm"), MixSpec.for_setting("mix")
+    assert (ssl.eta, ssl.scale, ssl.head) == (1.0, "pow", "separate")
+    assert (sup.eta, sup.scale, sup.head) == (0.1, "none", "shared")
+    same = [f for f in ("mixer", "alpha", "loss", "mode", "thr", "t", "k", "xi", "bce_mode",
+                        "label_smoothing", "switch_prob", "block_lr_mult")]
+    assert all(getattr(ssl, f) == getattr(sup, f) for f in same)
+    keys_dm = [k for k, *_ in schema_arguments("dm")]
+    keys_mix = [k for k, *_ in schema_arguments("mix")]
+    assert len(keys_dm) == len(keys_mix) and "dm_mixer_options" in keys_dm
+    assert "mix_mixers" in keys_mix and "mix_options" in keys_mix  # their first names
+
+
+def test_mixer_options_flat_or_keyed_by_mixer():
+    one = MixSpec.for_setting("mix", mixer="fmix", mixer_options={"decay_power": 4.0})
+    two = MixSpec.for_setting("mix", mixer="mixup,fmix", mixer_options={"fmix": {"decay_power": 4}})
+    assert one.options == {"fmix": {"decay_power": 4.0}}
+    assert two.options == {"mixup": {}, "fmix": {"decay_power": 4}}
+    with pytest.raises(ValueError, match="mix_options.*key the options by mixer"):
+        MixSpec.for_setting("mix", mixer="mixup,fmix", mixer_options={"decay_power": 4.0})
+    with pytest.raises(ValueError, match="mix_options: cutmix not in mix_mixers"):
+        MixSpec.for_setting("mix", mixer="mixup", mixer_options={"cutmix": {}})

@@ -4,7 +4,7 @@ import pytest
 import torch
 from semilearn.core.utils import ALGORITHMS
 
-from dm_ssl.algorithms import CheckpointError, WithMixHead
+from dm_ssl.algorithms import CheckpointError, WithMixing
 from dm_ssl.algorithms.dm_hosts import HOSTS
 
 
@@ -60,7 +60,7 @@ def test_each_dm_algorithm_trains_on_cpu_and_logs_its_terms(build, name):
     assert last["train/w_lu"] == pytest.approx(0.5)       # ramp at t = 1 of T = 2
     assert logs[0]["train/w_lu"] == 0.0
     assert alg.dm_use_host_mask == HOSTS[name[:-3]]
-    assert isinstance(alg.model, WithMixHead)
+    assert isinstance(alg.model, WithMixing)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -74,13 +74,13 @@ def test_options(build, overrides):
     alg = build("fixmatch_dm", num_train_iter=2, **overrides)
     logs = _train_logs(alg)
     assert math.isfinite(logs[-1]["train/total_loss"])
-    assert isinstance(alg.model, WithMixHead) == (overrides.get("dm_head") != "shared")
+    assert isinstance(alg.model, WithMixing) == (overrides.get("dm_head") != "shared")
 
 
 def test_mixer_options_reach_both_mixers(build):
     alg = build("fixmatch_dm", dm_mixer="fmix", dm_mixer_options={"decay_power": 4.0})
-    assert alg.dm.mixer_ll.decay_power == alg.dm.mixer_lu.decay_power == 4.0
-    assert alg.dm.mixer_lu.bias_to_a and not alg.dm.mixer_ll.bias_to_a
+    (mixer,) = alg.mixing.mixers  # one instance serves L_ll and L_lu (bias_to_a per call)
+    assert mixer.decay_power == 4.0 and not mixer.bias_to_a
     with pytest.raises(ValueError, match="dm_mixer_options.*fmix.*scope"):
         build("fixmatch_dm", dm_mixer="fmix", dm_mixer_options={"scope": [0.1, 0.8]})
 
@@ -175,17 +175,17 @@ def test_dm_bn_freeze_leaves_running_statistics_untouched(build):
     x_ulb = torch.stack([data["train_ulb"][i]["x_ulb_w"] for i in range(8)])
     y_lb = torch.arange(4) % 4
     probs = torch.full((8, 4), 0.25)
-    net, head = alg.model.backbone, alg.model.mix_head
+    net = alg.model.backbone
     net.train()
     before = _bn_buffers(net)
-    loss, _ = alg.dm(net, head, x_lb, y_lb, x_ulb, probs, None, p_cutoff=0.95,
+    loss, _ = alg.dm(alg.mixing, net, x_lb, y_lb, x_ulb, probs, None, p_cutoff=0.95,
                      use_host_mask=False, it=5, total_it=10)
     loss.backward()
     after = _bn_buffers(net)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
     alg.dm.cfg.bn = "update"  # the same call in update mode does change them
-    alg.dm(net, head, x_lb, y_lb, x_ulb, probs, None, p_cutoff=0.95, use_host_mask=False,
+    alg.dm(alg.mixing, net, x_lb, y_lb, x_ulb, probs, None, p_cutoff=0.95, use_host_mask=False,
            it=5, total_it=10)
     assert not all(torch.equal(after[k], v) for k, v in _bn_buffers(net).items())
 
@@ -196,9 +196,9 @@ def test_dm_ramp_bias_and_head_init_options(build):
     head = alg.model.mix_head
     assert torch.count_nonzero(head.bias) == 0
     assert head.weight.std().item() == pytest.approx(0.01, rel=0.2)
-    assert alg.dm.mixer_ll.bias_to_a and alg.dm.mixer_lu.bias_to_a
-    lam = alg.dm.mixer_ll.resolve_lam(None, 64, generator=torch.Generator().manual_seed(0),
-                                      device=torch.device("cpu"))
+    assert alg.dm.cfg.bias_ll  # L_ll's call biases λ too
+    lam = alg.mixing.mixers[0].resolve_lam(None, 64, generator=torch.Generator().manual_seed(0),
+                                           device=torch.device("cpu"), bias_to_a=True)
     assert (lam >= 0.5).all() and lam.min() < 0.9
     logs = _train_logs(alg)
     assert [lg["train/w_ll"] for lg in logs] == [0.0, pytest.approx(0.5)]
@@ -222,13 +222,13 @@ def test_dm_pseudo_ema_takes_the_teachers_pseudo_labels(build, monkeypatch):
     seen = []
     real_call = DecoupledMixupTerm.__call__
 
-    def spy(self, net, head, x_lb, y_lb, x_ulb_w, probs_ulb_w, *args, **kwargs):
+    def spy(self, mixing, net, x_lb, y_lb, x_ulb_w, probs_ulb_w, *args, **kwargs):
         n_l = y_lb.shape[0]
         with torch.no_grad():
             online = torch.softmax(net(x_ulb_w[:n_l])["logits"], -1)
         seen.append((x_ulb_w[:n_l].clone(), probs_ulb_w.detach().clone(), online,
                      copy.deepcopy(alg.ema_model)))
-        return real_call(self, net, head, x_lb, y_lb, x_ulb_w, probs_ulb_w, *args, **kwargs)
+        return real_call(self, mixing, net, x_lb, y_lb, x_ulb_w, probs_ulb_w, *args, **kwargs)
 
     monkeypatch.setattr(DecoupledMixupTerm, "__call__", spy)
     _train_logs(alg)

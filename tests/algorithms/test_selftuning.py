@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dm_ssl.algorithms import SelfTuningNet, WithMixHead
+from dm_ssl.algorithms import SelfTuningNet, WithMixing
 
 from .test_hosts import _train_logs
 
@@ -58,7 +58,7 @@ def test_queue_state_resumes(build, tmp_path):
 def test_selftuning_dm_reuses_the_dm_term(build):
     alg = build("selftuning_dm", net="small_cnn", st_queue_size=4, st_proj_dim=16,
                 dm_mask="threshold", p_cutoff=0.0, dm_w_ll=1.0)
-    assert isinstance(alg.model, WithMixHead) and isinstance(alg.model.backbone, SelfTuningNet)
+    assert isinstance(alg.model, WithMixing) and isinstance(alg.model.backbone, SelfTuningNet)
     logs = _train_logs(alg)
     last = logs[-1]
     for key in ("train/pgc_ulb_loss", "train/mix_ll_loss", "train/mix_lu_loss", "train/w_lu"):

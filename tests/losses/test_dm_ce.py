@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from dm_ssl.losses import (
     DecoupledMixupCrossEntropy,
     DecoupledSoftTargetCrossEntropy,
-    _fused,
     build_loss,
     decoupled_mixup_ce,
     decoupled_mixup_ce_soft,
@@ -17,25 +16,6 @@ from dm_ssl.losses import (
 from . import reference as ref
 
 D = torch.float64
-
-
-@pytest.fixture(params=["fused", "composed"], autouse=True)
-def implementation(request):
-    """Every test runs on both CPU implementations of DM(CE): the compiled kernel and the
-    composed autograd version (the one CUDA and autocast use)."""
-    if request.param == "fused" and _fused.load_kernel() is None:
-        pytest.skip("the fused CPU kernel did not build here (no compiler?)")
-    with _fused.fused_cpu(request.param == "fused"):
-        yield request.param
-
-
-def test_the_fused_kernel_is_what_runs_on_cpu(implementation, monkeypatch):
-    calls = []
-    real = _fused.fused_pair_loss
-    monkeypatch.setattr(_fused, "fused_pair_loss", lambda *a: calls.append(1) or real(*a))
-    z, y_a, y_b, lam = batch(dtype=torch.float32)
-    decoupled_mixup_ce(z, y_a, y_b, lam).backward()
-    assert len(calls) == (implementation == "fused")
 
 
 def batch(n=12, c=7, dtype=D, seed=0):

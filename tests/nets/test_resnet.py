@@ -301,9 +301,10 @@ def test_head_lr_groups():
 
 
 def test_head_lr_groups_extra_heads_wrappers_and_no_decay():
-    from dm_ssl.algorithms.dm_hosts import WithMixHead
+    from dm_ssl.algorithms.mixing import MixingModule, MixSpec, WithMixing
 
-    net = WithMixHead(resnet18(num_classes=5), 5, seed=0)
+    net = WithMixing(resnet18(num_classes=5),
+                     MixingModule(MixSpec.for_setting("dm"), 5, feat_dim=512, seed=0))
     projector = nn.Linear(512, 16)  # outside the model
     groups = head_lr_groups(net, lr=0.1, head_mult=4.0, weight_decay=1e-4,
                             extra_heads=[net.mix_head, projector], skip_decay_1d=True)
