@@ -10,10 +10,10 @@ CPU (and CUDA when present). Default: CIFAR-sized batch of 100 3×32×32 images,
 
 Then one *training step* (mixing, forward, loss, backward, SGD step; for AutoMix / SAMix also
 the momentum update and the Mix Block's own forward and loss) with Mixup, AutoMix and SAMix,
-each in its own process so that its peak memory is its own: median time, peak resident memory
-(CPU: the rise of the process's ``ru_maxrss`` over the steps, i.e. the step's working memory
-above the built nets and batch) or peak allocated memory (CUDA), and the ratios to Mixup
-(OpenMixup reports about 2× the time and 2–2.6× the memory of Mixup).
+each in its own process so that its memory is its own: median time, the step's working memory
+(CPU: the rise of resident memory during the first step, sampled every millisecond from
+``/proc/self/statm``; later steps reuse what the allocator keeps; CUDA: peak allocated
+memory) and the ratios to Mixup (OpenMixup reports about 2x the time and 2-2.6x the memory).
 
     .venv/bin/python scripts/bench_mixers.py [--batch 100] [--size 32] [--net cifar_resnet18]
                                              [--repeats 5] [--threads 2] [--skip-calls]
@@ -27,6 +27,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 from typing import Callable
@@ -104,10 +105,28 @@ def train_step(mixer_name: str, device: str, args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
         ms = median_ms(step, args.repeats, sync)
         return {"ms": ms, "peak_mb": torch.cuda.max_memory_allocated() / 2 ** 20}
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, nets and batch built
+    # the first step's rise of resident memory (later steps reuse what the allocator keeps)
+    before = _rss_bytes()
+    stop, peak = threading.Event(), [before]
+
+    def sample() -> None:  # the step's resident-memory high-water mark, sampled every ms
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    step()
+    stop.set()
+    sampler.join()
     ms = median_ms(step, args.repeats, sync)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"ms": ms, "peak_mb": (after - before) / 1024}
+    return {"ms": ms, "peak_mb": (peak[0] - before) / 2 ** 20}
+
+
+def _rss_bytes() -> int:
+    """Resident memory of this process now (Linux ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
 
 
 def bench_steps(device: str, args: argparse.Namespace) -> None:

@@ -69,6 +69,9 @@ def test_each_dm_algorithm_trains_on_cpu_and_logs_its_terms(build, name):
     dict(dm_mixer="manifoldmix"),
     dict(dm_mixer="puzzlemix"),                            # a dynamic mixer in L_ll and L_lu
     dict(dm_mixer="puzzlemix", dm_mixer_options={"block_nums": [2, 4], "transport": False}),
+    dict(dm_loss="dm_bce", dm_mixer="cutmix"),             # the shared criterion builder
+    dict(dm_loss="mbce", dm_mixer="samix", dm_mixer_options={"mask_layer": "block2"}),
+    dict(dm_mixer="mixup,cutmix", dm_switch_prob=0.5, dm_alpha="1.0,0.5"),
 ])
 def test_options(build, overrides):
     alg = build("fixmatch_dm", num_train_iter=2, **overrides)

@@ -224,3 +224,16 @@ def test_deepcopy_and_device_move_carry_the_mixer():
     names = {n for n, _ in mixer.named_parameters()}
     assert any(n.startswith("block.") for n in names) and any(n.startswith("encoder.")
                                                                for n in names)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_path_matches_the_contract():
+    net, mixer = _setup()
+    net, mixer = net.cuda(), mixer.cuda()
+    x, y = _batch()
+    res = mixer(x.cuda(), y.cuda(), generator=torch.Generator(device="cuda").manual_seed(0),
+                model=net)
+    assert res.x.is_cuda and res.lam.is_cuda and res.aux_loss.is_cuda
+    res.aux_loss.backward()
+    assert all(p.grad is not None for p in mixer.block.parameters())
+    mixer.schedule(1, 10, net)
