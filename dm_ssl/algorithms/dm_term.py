@@ -22,8 +22,9 @@ This module knows nothing about semilearn: :class:`DMConfig` holds the SSL hyper
 the term given the model's :class:`~dm_ssl.algorithms.mixing.MixingModule` (one mixer instance
 serves L_ll and L_lu), the network, the batch and what the host produced (weak-view
 probabilities and mask). A learned mixer's own loss (``MixResult.aux_loss``) is added unweighted
-by the ramps: the Mix Block trains from the first step. Hosts compose the term
-(``dm_hosts.py``); Self-Tuning + DM reuses it unchanged.
+by the ramps: the Mix Block trains from the first step, on L_ll's labeled pairs and on the
+L_lu pairs whose pseudo-label is confident (τ = min(p_cutoff, p_mix_cutoff), or the host's
+mask). Hosts compose the term (``dm_hosts.py``); Self-Tuning + DM reuses it unchanged.
 """
 
 from __future__ import annotations
@@ -165,8 +166,15 @@ class DecoupledMixupTerm:
         # so the draws do not depend on the step)
         ll = (mixing.mix(net, x_lb, y_lb, generator=g, bias_to_a=cfg.bias_ll)
               if cfg.w_ll > 0 else None)
+        p_mix = p_cutoff if cfg.p_mix_cutoff is None else float(cfg.p_mix_cutoff)
+        if use_host_mask and host_mask is None:
+            raise ValueError("dm_mask='host' but the host produced no mask")
+        # a learned mixer's own loss on L_lu's pairs: only the confident pseudo-labels
+        # (τ = min(p_cutoff, p_mix_cutoff): the mask below at λ = 1), or the host's mask
+        block_w = (host_mask[:n_l].detach().float() if use_host_mask else
+                   mix_threshold_mask(max_prob, torch.ones_like(max_prob), p_cutoff, p_mix))
         lu = mixing.mix(net, x_lb, y_lb, x_b=x_ulb_w[:n_l], y_b=pseudo, generator=g,
-                        bias_to_a=True)
+                        bias_to_a=True, weight=block_w)
         logits_ll = None
         with frozen_bn_stats(net) if cfg.bn == "freeze" else nullcontext():
             if ll is None:
@@ -177,11 +185,8 @@ class DecoupledMixupTerm:
             else:                      # input mixing: one forward for both mixed batches
                 logits_ll, logits_lu = mixing.head_logits(net(torch.cat([ll.x, lu.x]))).split(n_l)
         if use_host_mask:
-            if host_mask is None:
-                raise ValueError("dm_mask='host' but the host produced no mask")
             mask_lu = host_mask[:n_l].detach().to(logits_lu.dtype)
         else:
-            p_mix = p_cutoff if cfg.p_mix_cutoff is None else float(cfg.p_mix_cutoff)
             mask_lu = mix_threshold_mask(max_prob, lu.lam, p_cutoff, p_mix)
         loss_lu = mixing.loss(logits_lu, lu, weight=mask_lu)
         total = w_lu * loss_lu

@@ -260,10 +260,11 @@ class MixingModule(nn.Module):
 
     def mix(self, net: nn.Module, x: Tensor, y: Tensor, *, generator: Optional[torch.Generator],
             x_b: Optional[Tensor] = None, y_b: Optional[Tensor] = None,
-            bias_to_a: Optional[bool] = None, mixer: Optional[Mixer] = None) -> MixResult:
+            bias_to_a: Optional[bool] = None, mixer: Optional[Mixer] = None,
+            weight: Optional[Tensor] = None) -> MixResult:
         mixer = self.choose(generator) if mixer is None else mixer
         return mixer(x, y, x_b=x_b, y_b=y_b, generator=generator, model=net,
-                     bias_to_a=bias_to_a)
+                     bias_to_a=bias_to_a, weight=weight)
 
     def head_logits(self, out: Dict[str, Tensor]) -> Tensor:
         return out["logits"] if self.mix_head is None else self.mix_head(out["feat"])

@@ -157,16 +157,20 @@ def mask_loss(mask_b: Tensor, lam: Tensor, mode: str = "L1", margin: float = 0.0
 
 
 def class_weighted_soft_ce(logits: Tensor, y_a: Tensor, y_b: Tensor, lam: Tensor,
-                           neg_weight: float = 1.0) -> Tensor:
+                           neg_weight: float = 1.0, weight: Optional[Tensor] = None) -> Tensor:
     """OpenMixup's soft CE of the mixed target ``ȳ = λ·1[y_a] + (1 − λ)·1[y_b]`` with class
     weights ``max(1[ȳ > 0], neg_weight)``: ``mean_i −Σ_c w_ic ȳ_ic log softmax(z_i)_c``. The
-    weights only meet zero terms on negative classes, so this is the mixup CE (see above)."""
+    weights only meet zero terms on negative classes, so this is the mixup CE (see above).
+    ``weight`` (N,) multiplies each row (the mean still divides by N, as FixMatch's mask)."""
     c = logits.shape[1]
     lam = lam.to(logits.dtype).view(-1, 1)
     target = lam * F.one_hot(y_a, c).to(logits.dtype) + (1 - lam) * F.one_hot(y_b, c).to(
         logits.dtype)
-    weight = (target > 0).to(logits.dtype).clamp(min=neg_weight)
-    return (-(target * F.log_softmax(logits, dim=-1)) * weight).sum(1).mean()
+    cls_w = (target > 0).to(logits.dtype).clamp(min=neg_weight)
+    rows = (-(target * F.log_softmax(logits, dim=-1)) * cls_w).sum(1)
+    if weight is not None:
+        rows = rows * weight.to(rows.dtype)
+    return rows.mean()
 
 
 class MixBlock(nn.Module):
@@ -401,8 +405,8 @@ class AutoMix(Mixer):
         raise NotImplementedError(f"{self.name} mixes through mix_batch (it needs the model)")
 
     def mix_batch(self, x: Tensor, y: Tensor, pair: Pairing, lam: Tensor, *,
-                  generator: Optional[torch.Generator],
-                  model: Optional[nn.Module]) -> MixResult:
+                  generator: Optional[torch.Generator], model: Optional[nn.Module],
+                  weight: Optional[Tensor] = None) -> MixResult:
         encoder, block = self._require_setup()
         n, size, dev = x.shape[0], tuple(x.shape[2:]), x.device
         # the Mix Block's own λ and pairing (a second draw, as the official lam[0], index_mb)
@@ -450,7 +454,10 @@ class AutoMix(Mixer):
         with frozen_bn_stats(encoder):
             logits_k = self.predict_k(x_mb).float()
         lam_mb_f = lam_mb.to(torch.float32)
-        loss_block = class_weighted_soft_ce(logits_k, y, y_b_mb, lam_mb_f, self.neg_weight)
+        if weight is not None and pair.index is not None:  # the rows follow their partners
+            weight = weight * weight[index_mb.to(weight.device)]
+        loss_block = class_weighted_soft_ce(logits_k, y, y_b_mb, lam_mb_f, self.neg_weight,
+                                            weight=weight)
         loss_mask = mask_loss(s_mb, lam_mb_f, self.mask_loss_mode, self.mask_loss_margin,
                               per_sample=self.per_sample)
         w_mask = self.mask_loss

@@ -314,12 +314,14 @@ class Mixer(nn.Module, metaclass=abc.ABCMeta):
     def forward(self, x: Tensor, y: Tensor, *, lam: Optional[LamLike] = None,
                 index: Optional[Tensor] = None, x_b: Optional[Tensor] = None,
                 y_b: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
-                model: Optional[nn.Module] = None,
-                bias_to_a: Optional[bool] = None) -> MixResult:
+                model: Optional[nn.Module] = None, bias_to_a: Optional[bool] = None,
+                weight: Optional[Tensor] = None) -> MixResult:
         """Mix ``x`` (labels ``y``) with its partners; see the module docstring.
 
         ``bias_to_a`` overrides the mixer's own setting for this call (one mixer serves both
-        L_ll and the λ-biased L_lu of spec §6.1). Random draws happen in a fixed order
+        L_ll and the λ-biased L_lu of spec §6.1). ``weight`` (N,) weighs each row in a learned
+        mixer's own loss (SSL: 0 for unconfident pseudo-labels); static mixers have no own loss
+        and ignore it. Random draws happen in a fixed order
         (permutation, λ, geometry), all from ``generator``: the same seed gives a
         bit-identical result on the same device.
         """
@@ -333,6 +335,9 @@ class Mixer(nn.Module, metaclass=abc.ABCMeta):
         bias = self.bias_to_a if bias_to_a is None else check_flag(bias_to_a, "bias_to_a")
         pair = resolve_pairing(x, y, index=index, x_b=x_b, y_b=y_b, generator=generator)
         lam_t = self.resolve_lam(lam, n, generator=generator, device=x.device, bias_to_a=bias)
+        if self.learned:
+            return self.mix_batch(x, y, pair, lam_t, generator=generator, model=model,
+                                  weight=weight)
         return self.mix_batch(x, y, pair, lam_t, generator=generator, model=model)
 
     def sample_lam(self, size: int, *, generator: Optional[torch.Generator],

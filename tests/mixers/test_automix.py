@@ -237,3 +237,23 @@ def test_cuda_path_matches_the_contract():
     res.aux_loss.backward()
     assert all(p.grad is not None for p in mixer.block.parameters())
     mixer.schedule(1, 10, net)
+
+
+def test_row_weights_reach_only_the_mixer_loss():
+    """SSL: unconfident pseudo-labels (weight 0) do not train the Mix Block."""
+    net, mixer = _setup()
+    x, y = _batch()
+    x_b, y_b = _batch(seed=3)
+    w = torch.tensor([1.0, 0, 1, 0, 1, 0])
+
+    def run(weight):
+        return mixer(x, y, x_b=x_b, y_b=y_b, generator=torch.Generator().manual_seed(0),
+                     model=net, weight=weight)
+    full, masked = run(None), run(w)
+    assert torch.equal(full.x, masked.x)                  # the classifier's mix is unchanged
+    assert masked.logs["mixblock_loss"] < full.logs["mixblock_loss"]
+    other = y_b.clone()
+    other[w == 0] = (other[w == 0] + 1) % 5               # labels of weight-0 rows do not matter
+    again = mixer(x, y, x_b=x_b, y_b=other, generator=torch.Generator().manual_seed(0),
+                  model=net, weight=w)
+    assert again.logs["mixblock_loss"] == pytest.approx(masked.logs["mixblock_loss"])
