@@ -234,7 +234,11 @@ class MixingModule(nn.Module):
             torch.manual_seed(seed)
             for m in self.mixers:
                 if m.learned:
-                    m.setup(net, input_shape, head=self.mix_head)
+                    try:
+                        m.setup(net, input_shape, head=self.mix_head)
+                    except ValueError as err:  # e.g. no feature map to read: name the key
+                        raise ValueError(f"{self.spec.key('mixer_options')} of {m.name}: "
+                                         f"{err}") from None
 
     @property
     def has_state(self) -> bool:

@@ -104,3 +104,8 @@ def test_all_dm_weights_zero_is_still_exactly_the_host(build):
     assert [lg["train/total_loss"] for lg in lh] == [lg["train/total_loss"] for lg in lo]
     sd_h, sd_o = host.model.state_dict(), off.model.state_dict()
     assert sd_h.keys() == sd_o.keys() and all(torch.equal(sd_h[k], sd_o[k]) for k in sd_h)
+
+
+def test_a_net_without_a_feature_map_is_a_clear_error(build_sup):
+    with pytest.raises(ValueError, match="mix_options of automix: mask_layer"):
+        build_sup(mix_mixers="automix", mix_options={"mask_layer": "classifier"})
