@@ -31,6 +31,7 @@ def train_two_processes(cfg: Path, save_dir: Path) -> None:
 @pytest.mark.parametrize("alg,extra", [
     ("fixmatch_dm", {}),
     ("selftuning_dm", {"st_queue_size": 2, "st_proj_dim": 8}),   # queues all-gathered
+    ("fixmatch_dm", {"dm_mixer": "samix", "dm_w_ll": 1.0}),  # a Mix Block in the SSL term
 ])
 def test_torchrun_two_processes_cpu(tmp_path, alg, extra):
     cfg = tmp_path / "ddp.yaml"
