@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
 import os
 import random
 import sys
@@ -160,7 +161,70 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         raise ConfigError(f"config key 'epoch' ({out['epoch']}) must divide num_train_iter "
                           f"({out['num_train_iter']}): semilearn runs num_train_iter // epoch "
                           "iterations per epoch and would stop early")
+    check_ranges(out)
+    check_device(out.get("device"), "device")
     return out
+
+
+#: key -> (low, high, low_open, high_open): values outside are refused before anything is built
+RANGES: Dict[str, tuple] = {
+    "p_cutoff": (0.0, 1.0, True, False),        # a threshold above 1 masks every pseudo-label
+    "dm_p_mix_cutoff": (0.0, 1.0, False, False),
+    "ema_m": (0.0, 1.0, False, False),
+    "momentum": (0.0, 1.0, False, True),
+    "lr": (0.0, math.inf, True, True),
+    "weight_decay": (0.0, math.inf, False, True),
+    "ulb_loss_ratio": (0.0, math.inf, False, True),
+    "dm_w_ll": (0.0, math.inf, False, True),
+    "dm_w_lu": (0.0, math.inf, False, True),
+    "eval_batch_size": (1, math.inf, False, True),
+    "num_eval_iter": (1, math.inf, False, True),
+    "num_log_iter": (1, math.inf, False, True),
+    "epoch": (1, math.inf, False, True),
+}
+
+
+def check_ranges(cfg: Dict[str, Any]) -> None:
+    """Numbers in their ranges (:data:`RANGES`), ``uratio`` >= 1 for algorithms that read
+    unlabeled data, and an optimizer the algorithm can build; one error naming the key."""
+    for key, (lo, hi, lo_open, hi_open) in RANGES.items():
+        value = cfg.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        bad = (not math.isfinite(value) if hi == math.inf and lo != -math.inf else False) or \
+            (value <= lo if lo_open else value < lo) or (value >= hi if hi_open else value > hi)
+        if bad:
+            interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+            raise ConfigError(f"config key {key!r} must be in {interval}, got {value!r}")
+    if cfg["algorithm"] not in SUPERVISED and "uratio" in cfg and not (
+            isinstance(cfg["uratio"], int) and cfg["uratio"] >= 1):
+        raise ConfigError(f"config key 'uratio' must be an integer >= 1 for {cfg['algorithm']} "
+                          f"(unlabeled samples per labeled one), got {cfg['uratio']!r}")
+    optim = cfg.get("optim")
+    if optim is not None and optim not in ("SGD", "AdamW"):
+        if cfg["algorithm"] != "supervised_mixup":
+            raise ConfigError(f"config key 'optim' must be SGD or AdamW for {cfg['algorithm']} "
+                              f"(semilearn's optimizers), got {optim!r}")
+        from timm.optim import list_optimizers
+
+        if str(optim).lower() not in list_optimizers():
+            raise ConfigError(f"config key 'optim': unknown optimizer {optim!r}; SGD, AdamW or a "
+                              "timm optimizer (timm.optim.list_optimizers(): adamw, lamb, lars, "
+                              "...)")
+
+
+def check_device(device: Optional[str], key: str) -> None:
+    """A CUDA device that is there (``device`` / ``--device``); say what there is instead."""
+    if device is None or not str(device).startswith("cuda"):
+        return
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = str(device).partition(":")[2]
+    if n == 0 or (index.isdigit() and int(index) >= n):
+        have = f"{n} CUDA device(s)" if n else "no CUDA device (torch.cuda.is_available() is False)"
+        raise ConfigError(f"{key} {device!r} is not available: this machine has {have}; "
+                          "use device=cpu" + (f" or cuda:0..{n - 1}" if n else ""))
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -416,6 +480,7 @@ def evaluate(checkpoint: str, data_dir: Optional[str] = None, device: Optional[s
     if data_dir is not None:
         cfg["data_dir"] = data_dir
     if device is not None:
+        check_device(device, "--device")
         cfg["device"] = device
     alg, info, _ = prepare_run(cfg)
     alg.load_model(str(ckpt))

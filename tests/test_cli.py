@@ -12,7 +12,8 @@ from dm_ssl import cli  # noqa: E402
 
 from .data.cifar_files import write_cifar10  # noqa: E402
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "ssl").rglob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs" / "ssl").rglob("*.yaml"))
 TINY = ["net=small_cnn", "num_train_iter=3", "epoch=1", "num_eval_iter=2", "batch_size=4",
         "uratio=2", "eval_batch_size=16", "num_workers=0", "progress=false"]
 
@@ -188,3 +189,32 @@ def test_recipe_keys_are_refused_where_they_would_be_ignored():
                       "auto_augment": "rand-m9-mstd0.5-inc1"})
     with pytest.raises(cli.ConfigError, match="net_options"):
         cli.validate({"algorithm": "supervised_mixup", "dataset": "cifar10", "net_options": 3})
+
+
+@pytest.mark.parametrize("setting,key", [
+    ("p_cutoff=1.5", "p_cutoff"), ("p_cutoff=0", "p_cutoff"), ("ema_m=2", "ema_m"),
+    ("num_eval_iter=0", "num_eval_iter"), ("eval_batch_size=0", "eval_batch_size"),
+    ("uratio=0", "uratio"), ("lr=-0.1", "lr"), ("momentum=1.0", "momentum"),
+    ("optim=Adagrad", "optim"), ("dm_w_lu=-1", "dm_w_lu"),
+])
+def test_out_of_range_values_are_refused_naming_the_key(tmp_path, capsys, setting, key):
+    """issue #13/#14: each refused before anything is built or written (exit 2, one line)."""
+    config = ROOT / "configs" / "ssl" / "cifar10" / "fixmatch_dm_cifar10_40.yaml"
+    code = cli.main(["train", "--config", str(config), "--save-dir", str(tmp_path / "runs"),
+                     "--set", setting])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and f"'{key}'" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_missing_cuda_device_is_named():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    config = ROOT / "configs" / "ssl" / "cifar10" / "fixmatch_dm_cifar10_40.yaml"
+    with pytest.raises(cli.ConfigError, match="device 'cuda' is not available.*no CUDA"):
+        cli.validate({**cli.load_config(str(config)), "device": "cuda"})
+    with pytest.raises(cli.ConfigError, match="--device 'cuda:1'"):
+        cli.check_device("cuda:1", "--device")
+    cli.check_device("cpu", "device")
