@@ -392,11 +392,21 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
         alg.register_hook(_progress_hook(alg.num_train_iter), "ProgressHook", "LOWEST")
     if cfg.get("resume"):
         alg.load_model(str(ckpt))
-    alg.train()
+    from dm_ssl.algorithms import NonFiniteLossError
+
+    try:
+        alg.train()
+    except NonFiniteLossError as err:  # the run's record says so; checkpoints stay as they were
+        if _is_main(cfg):
+            _atomic_json(run_dir / "results.json", {
+                "algorithm": cfg["algorithm"], "dataset": info.name, "seed": cfg["seed"],
+                "status": "failed", "reason": str(err), "iterations": err.it,
+                "terms": err.terms})
+        raise
     final = alg.evaluate("eval")
     results = {
         "algorithm": cfg["algorithm"], "dataset": info.name, "num_labels": info.num_labels,
-        "seed": cfg["seed"], "iterations": alg.it,
+        "seed": cfg["seed"], "status": "finished", "iterations": alg.it,
         "best_acc": float(alg.best_eval_acc), "best_it": int(alg.best_it) + 1,
         "final_acc": final["eval/top-1-acc"], "final_it": alg.it,
     }
@@ -539,9 +549,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"dm-ssl: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # one clear line for the known failure classes
-        from dm_ssl.algorithms import CheckpointError
+        from dm_ssl.algorithms import CheckpointError, NonFiniteLossError
         from dm_ssl.data import DatasetError
 
+        if isinstance(err, NonFiniteLossError):
+            print(f"dm-ssl: run failed: {err}", file=sys.stderr)
+            return 1
         if isinstance(err, (CheckpointError, DatasetError, ValueError, FileNotFoundError)):
             print(f"dm-ssl: error: {err}", file=sys.stderr)
             return 2

@@ -218,3 +218,28 @@ def test_a_missing_cuda_device_is_named():
     with pytest.raises(cli.ConfigError, match="--device 'cuda:1'"):
         cli.check_device("cuda:1", "--device")
     cli.check_device("cpu", "device")
+
+
+def test_a_non_finite_loss_stops_the_run_and_says_so(tmp_path, capsys):
+    """issue #13: NaN/inf stops at once naming the iteration and term; results.json says
+    failed; the checkpoints written before are left as they were."""
+    cfg = tmp_path / "nan.yaml"
+    cfg.write_text(yaml.safe_dump({"algorithm": "fixmatch_dm", "dataset": "digits",
+                                   "num_labels": 20, "in_channels": 1, "lr": 1e30,
+                                   "num_train_iter": 40, "epoch": 1, "num_eval_iter": 1,
+                                   "seed": 0}))
+    code = cli.main(["train", "--config", str(cfg), "--save-dir", str(tmp_path),
+                     *_sets(*[s for s in TINY if not s.startswith(("num_train_iter", "epoch",
+                                                                    "num_eval_iter"))])])
+    err = capsys.readouterr().err
+    assert code == 1 and "non-finite loss at iteration" in err and "Traceback" not in err
+    run = tmp_path / "fixmatch_dm_digits"
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "failed" and results["iterations"] < 40
+    assert results["terms"] and "non-finite" in results["reason"]
+    import torch
+
+    ckpt = torch.load(run / "latest_model.pth", map_location="cpu", weights_only=False)
+    assert ckpt["it"] <= results["iterations"]
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values()
+               if torch.is_tensor(v) and v.is_floating_point())

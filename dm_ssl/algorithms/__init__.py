@@ -8,7 +8,7 @@ imports semilearn, unlike ``dm_ssl.losses`` and ``dm_ssl.mixers``).
 from .build import build_algorithm, make_args
 from .dm_hosts import HOSTS, DecoupledMixupMixin, register_all, with_decoupled_mixup
 from .dm_term import DecoupledMixupTerm, DMConfig, cosine_ramp, mix_threshold_mask
-from .driver import CheckpointError, DriverMixin, driven
+from .driver import CheckpointError, DriverMixin, NonFiniteLossError, driven
 from .mixing import MixingModule, MixSpec, WithMixing, build_criterion
 
 register_all()
@@ -18,7 +18,8 @@ from .supervised_mixup import SupervisedMixup  # noqa: E402  (registers)
 
 __all__ = [
     "CheckpointError", "DMConfig", "DecoupledMixupMixin", "DecoupledMixupTerm", "DriverMixin",
-    "HOSTS", "MixSpec", "MixingModule", "SelfTuning", "SelfTuningDM", "SelfTuningNet",
-    "SupervisedMixup", "WithMixing", "build_algorithm", "build_criterion", "cosine_ramp", "driven",
-    "make_args", "mix_threshold_mask", "register_all", "with_decoupled_mixup",
+    "HOSTS", "MixSpec", "MixingModule", "NonFiniteLossError", "SelfTuning", "SelfTuningDM",
+    "SelfTuningNet", "SupervisedMixup", "WithMixing", "build_algorithm", "build_criterion",
+    "cosine_ramp", "driven", "make_args", "mix_threshold_mask", "register_all",
+    "with_decoupled_mixup",
 ]

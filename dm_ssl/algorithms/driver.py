@@ -15,9 +15,10 @@ The mixin also makes resuming strict: a checkpoint that cannot restore every pie
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import time
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, List, Optional, Type
 
 import numpy as np
 import torch
@@ -38,6 +39,17 @@ _OPTIONAL_KEYS = {"aim_run_hash"}
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot restore the whole training state."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A step's loss is NaN or infinite: the run stops before the update (nothing is saved
+    from this step, the last checkpoint stays the last good one)."""
+
+    def __init__(self, it: int, terms: List[str]) -> None:
+        self.it, self.terms = it, terms
+        super().__init__(f"non-finite loss at iteration {it} ({', '.join(terms)}); stopped "
+                         "before the update, the last saved checkpoint is the last good one "
+                         "(a lower lr, amp off or gradient clipping may help)")
 
 
 class StepFlagHook(Hook):
@@ -159,6 +171,11 @@ class DriverMixin:
     def _driver_train_step(self, *args, **kwargs):
         self._masked = None
         out_dict, log_dict = super().train_step(*args, **kwargs)
+        loss = out_dict.get("loss")
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
+            terms = [k.split("/", 1)[-1] for k, v in log_dict.items()
+                     if isinstance(v, float) and not math.isfinite(v)]
+            raise NonFiniteLossError(self.it, terms or ["loss"])
         log_dict.update(self._pseudo_label_logs())
         return out_dict, log_dict
 
