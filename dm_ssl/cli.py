@@ -260,6 +260,10 @@ def set_seed(seed: int) -> None:
 
 
 # -- train -----------------------------------------------------------------------------------
+class RunIncompleteError(RuntimeError):
+    """The training loop ended before ``num_train_iter``."""
+
+
 def _progress_hook(total: int):
     from semilearn.core.hooks import Hook
     from tqdm import tqdm
@@ -403,6 +407,14 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                 "status": "failed", "reason": str(err), "iterations": err.it,
                 "terms": err.terms})
         raise
+    if alg.it < alg.num_train_iter:  # the loop ended early: never report success for it
+        if _is_main(cfg):
+            _atomic_json(run_dir / "results.json", {
+                "algorithm": cfg["algorithm"], "dataset": info.name, "seed": cfg["seed"],
+                "status": "interrupted", "iterations": alg.it,
+                "num_train_iter": alg.num_train_iter})
+        raise RunIncompleteError(f"training stopped at iteration {alg.it} of "
+                                 f"{alg.num_train_iter}; results.json says interrupted")
     final = alg.evaluate("eval")
     results = {
         "algorithm": cfg["algorithm"], "dataset": info.name, "num_labels": info.num_labels,
@@ -552,7 +564,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from dm_ssl.algorithms import CheckpointError, NonFiniteLossError
         from dm_ssl.data import DatasetError
 
-        if isinstance(err, NonFiniteLossError):
+        if isinstance(err, (NonFiniteLossError, RunIncompleteError)):
             print(f"dm-ssl: run failed: {err}", file=sys.stderr)
             return 1
         if isinstance(err, (CheckpointError, DatasetError, ValueError, FileNotFoundError)):

@@ -243,3 +243,29 @@ def test_a_non_finite_loss_stops_the_run_and_says_so(tmp_path, capsys):
     assert ckpt["it"] <= results["iterations"]
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values()
                if torch.is_tensor(v) and v.is_floating_point())
+
+
+def test_a_run_that_ends_early_is_not_reported_as_finished(tmp_path, capsys, monkeypatch):
+    """issue #14: whatever ends the loop before num_train_iter, exit != 0 and
+    results.json says interrupted with the iteration reached."""
+    from dm_ssl.algorithms import SupervisedMixup
+
+    real = SupervisedMixup.train
+
+    def short(self):
+        self.num_train_iter, total = 2, self.num_train_iter
+        try:
+            real(self)
+        finally:
+            self.num_train_iter = total
+    monkeypatch.setattr(SupervisedMixup, "train", short)
+    cfg = tmp_path / "short.yaml"
+    cfg.write_text(yaml.safe_dump({"algorithm": "supervised_mixup", "dataset": "digits",
+                                   "in_channels": 1, "seed": 0}))
+    code = cli.main(["train", "--config", str(cfg), "--save-dir", str(tmp_path),
+                     *_sets("net=small_cnn", "num_train_iter=4", "epoch=1", "num_eval_iter=2",
+                            "batch_size=8", "eval_batch_size=64", "num_workers=0",
+                            "progress=false")])
+    assert code == 1 and "stopped at iteration 2 of 4" in capsys.readouterr().err
+    results = json.loads((tmp_path / "supervised_mixup_digits" / "results.json").read_text())
+    assert results["status"] == "interrupted" and results["iterations"] == 2

@@ -272,7 +272,13 @@ class DriverMixin:
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"checkpoint {load_path} does not fit this model/optimizer: "
                                   f"{err}") from None
-        self.it, self.start_epoch = checkpoint["it"], checkpoint["epoch"]
+        # semilearn stores epoch + 1 even mid-epoch, and restoring it as is skips the rest of
+        # that epoch (issue #14: a run resumed at 600 of 1200 with epoch: 1 trained nothing);
+        # the epoch holding iteration `it` runs again, up to num_train_iter in all. The position
+        # inside the epoch (the data order) is not restored: not the same run, the same length.
+        self.it = checkpoint["it"]
+        per_epoch = max(int(self.num_train_iter // max(self.epochs, 1)), 1)
+        self.start_epoch = min(self.it // per_epoch, max(self.epochs - 1, 0))
         self.epoch = self.start_epoch
         self.best_it, self.best_eval_acc = checkpoint["best_it"], checkpoint["best_eval_acc"]
         base = {"model", "ema_model", "optimizer", "scheduler", "loss_scaler", "it", "epoch",

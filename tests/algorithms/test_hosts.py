@@ -252,3 +252,15 @@ def test_dm_pseudo_ema_takes_the_teachers_pseudo_labels(build, monkeypatch):
     assert all(torch.equal(before[k], v) for k, v in _bn_buffers(ema).items())
     with pytest.raises(ValueError, match="dm_pseudo"):
         build("fixmatch_dm", dm_pseudo="teacher")
+
+
+def test_resume_mid_epoch_trains_the_remaining_iterations(build, tmp_path):
+    """issue #14: semilearn stores epoch + 1 even mid-epoch; resuming at 4 of 8 with one epoch
+    used to train nothing and report success."""
+    first = build("fixmatch_dm", num_train_iter=4, epoch=1)
+    _train_logs(first)
+    again = build("fixmatch_dm", num_train_iter=8, epoch=1, save_name="resumed")
+    again.load_model(str(tmp_path / "fixmatch_dm" / "latest_model.pth"))
+    assert again.it == 4 and again.start_epoch == 0
+    logs = _train_logs(again)
+    assert again.it == 8 and len(logs) == 4
