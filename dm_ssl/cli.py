@@ -191,8 +191,8 @@ def check_ranges(cfg: Dict[str, Any]) -> None:
         value = cfg.get(key)
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        bad = (not math.isfinite(value) if hi == math.inf and lo != -math.inf else False) or \
-            (value <= lo if lo_open else value < lo) or (value >= hi if hi_open else value > hi)
+        bad = (math.isnan(value) or (value <= lo if lo_open else value < lo)
+               or (value >= hi if hi_open else value > hi))
         if bad:
             interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
             raise ConfigError(f"config key {key!r} must be in {interval}, got {value!r}")

@@ -22,15 +22,19 @@ from dm_ssl.mixers.base import frozen_bn_stats
 
 from .dm_term import DecoupledMixupTerm, DMConfig
 from .driver import masking_probs
-from .mixing import MixingModule, WithMixing, schema_arguments, split_mix_block_params
+from .mixing import (
+    MixingModule,
+    WithMixing,
+    backbone_of,
+    build_mixing,
+    optional,
+    schema_arguments,
+    split_mix_block_params,
+)
 
 #: host name -> whether its thresholds are class-wise/adaptive (then L_lu uses the host's mask)
 HOSTS: Dict[str, bool] = {"fixmatch": False, "flexmatch": True, "freematch": True,
                           "softmatch": True}
-
-
-def _optional_float(value: Any) -> Optional[float]:
-    return None if value in (None, "None", "none", "") else float(value)
 
 
 def dm_arguments() -> List[SSL_Argument]:
@@ -42,7 +46,7 @@ def dm_arguments() -> List[SSL_Argument]:
         SSL_Argument("--dm_w_lu", float, d.w_lu, "final weight of L_lu (cosine ramp from 0)"),
         *[SSL_Argument(f"--{key}", cast, default, text)
           for key, cast, default, text in schema_arguments("dm")],
-        SSL_Argument("--dm_p_mix_cutoff", _optional_float, d.p_mix_cutoff,
+        SSL_Argument("--dm_p_mix_cutoff", optional(float), d.p_mix_cutoff,
                      "pseudo-label cutoff of L_lu (None: p_cutoff)"),
         SSL_Argument("--dm_mask", str, d.mask, "auto, threshold or host"),
         SSL_Argument("--dm_ramp_ll", str, d.ramp_ll, "none or cosine: ramp of w_ll"),
@@ -52,20 +56,6 @@ def dm_arguments() -> List[SSL_Argument]:
         SSL_Argument("--dm_forward", str, d.forward, "concat or separate forwards of L_ll, L_lu"),
         SSL_Argument("--dm_pseudo", str, d.pseudo, "host or ema: who gives L_lu's pseudo-labels"),
     ]
-
-
-def input_shape(args: Any) -> Tuple[int, int, int]:
-    """One sample's (C, H, W) for a learned mixer's dry forward (only its channels matter)."""
-    side = int(getattr(args, "img_size", None) or 32)
-    return int(getattr(args, "in_channels", 3) or 3), side, side
-
-
-def build_mixing(spec: Any, net: nn.Module, num_classes: int, args: Any) -> MixingModule:
-    """The mixing module of ``net`` (the classifier network), learned mixers set up on it."""
-    mixing = MixingModule(spec, num_classes, feat_dim=getattr(net, "num_features", None),
-                          seed=int(args.seed) + 7919)
-    mixing.setup(net, input_shape(args), seed=int(args.seed) + 7920)
-    return mixing
 
 
 class DecoupledMixupMixin:
@@ -100,7 +90,7 @@ class DecoupledMixupMixin:
     def set_ema_model(self):
         # the host builds its EMA copy from the model without the mixing module, then it gets one
         model = self.model
-        self.model = model.backbone if isinstance(model, WithMixing) else model
+        self.model = backbone_of(model)
         try:
             ema_model = super().set_ema_model()
         finally:
@@ -141,8 +131,7 @@ class DecoupledMixupMixin:
         if captured.get("probs") is None:
             raise RuntimeError(f"{self.args.algorithm}: the host never called its masking hook "
                                "with the unlabeled predictions; DM cannot attach to it")
-        model = self.model.module if hasattr(self.model, "module") else self.model
-        net = model.backbone if isinstance(model, WithMixing) else model
+        net = backbone_of(self.model)
         net = getattr(net, "query_encoder", net)  # hosts whose net wraps the classifier net
         probs = captured["probs"]
         if self.dm_cfg.pseudo == "ema":

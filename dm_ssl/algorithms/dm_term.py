@@ -169,10 +169,12 @@ class DecoupledMixupTerm:
         p_mix = p_cutoff if cfg.p_mix_cutoff is None else float(cfg.p_mix_cutoff)
         if use_host_mask and host_mask is None:
             raise ValueError("dm_mask='host' but the host produced no mask")
-        # a learned mixer's own loss on L_lu's pairs: only the confident pseudo-labels
-        # (τ = min(p_cutoff, p_mix_cutoff): the mask below at λ = 1), or the host's mask
-        block_w = (host_mask[:n_l].detach().float() if use_host_mask else
-                   mix_threshold_mask(max_prob, torch.ones_like(max_prob), p_cutoff, p_mix))
+        host_rows = host_mask[:n_l].detach() if use_host_mask else None
+        block_w = None
+        if mixing.learned:  # its own loss on L_lu's pairs: only the confident pseudo-labels
+            # (τ = min(p_cutoff, p_mix_cutoff): the mask below at λ = 1), or the host's mask
+            block_w = (host_rows.float() if host_rows is not None else
+                       mix_threshold_mask(max_prob, torch.ones_like(max_prob), p_cutoff, p_mix))
         lu = mixing.mix(net, x_lb, y_lb, x_b=x_ulb_w[:n_l], y_b=pseudo, generator=g,
                         bias_to_a=True, weight=block_w)
         logits_ll = None
@@ -184,8 +186,8 @@ class DecoupledMixupTerm:
                 logits_ll, logits_lu = mixing.logits(net, ll), mixing.logits(net, lu)
             else:                      # input mixing: one forward for both mixed batches
                 logits_ll, logits_lu = mixing.head_logits(net(torch.cat([ll.x, lu.x]))).split(n_l)
-        if use_host_mask:
-            mask_lu = host_mask[:n_l].detach().to(logits_lu.dtype)
+        if host_rows is not None:
+            mask_lu = host_rows.to(logits_lu.dtype)
         else:
             mask_lu = mix_threshold_mask(max_prob, lu.lam, p_cutoff, p_mix)
         loss_lu = mixing.loss(logits_lu, lu, weight=mask_lu)

@@ -134,12 +134,6 @@ class MixSpec:
             raise ValueError(f"{self.key('switch_prob')} must be in [0, 1], "
                              f"got {self.switch_prob!r}")
 
-    @property
-    def learned(self) -> bool:
-        from dm_ssl.mixers import MIXERS
-
-        return any(getattr(MIXERS.get(m.lower()), "learned", False) for m in self.mixers)
-
 
 def config_key(name: str, prefix: str) -> str:
     """The config key of schema field ``name`` in setting ``prefix``."""
@@ -310,12 +304,25 @@ def _old_head_keys(state: Dict[str, Any], prefix: str, *args: Any) -> None:
         state[prefix + "mixing." + key[len(prefix):]] = state.pop(key)
 
 
-def split_model(model: nn.Module) -> Tuple[nn.Module, Optional[MixingModule]]:
-    """``(network, mixing module or None)`` of a (DDP-wrapped) model."""
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The network of a (DDP-wrapped) model, without its mixing module."""
     model = unwrap(model)
-    if isinstance(model, WithMixing):
-        return model.backbone, model.mixing
-    return model, None
+    return model.backbone if isinstance(model, WithMixing) else model
+
+
+def input_shape(args: Any) -> Tuple[int, int, int]:
+    """One sample's (C, H, W) for a learned mixer's dry forward (only its channels matter)."""
+    side = int(getattr(args, "img_size", None) or 32)
+    return int(getattr(args, "in_channels", 3) or 3), side, side
+
+
+def build_mixing(spec: MixSpec, net: nn.Module, num_classes: int, args: Any) -> MixingModule:
+    """The mixing module of ``net`` (the classifier network), learned mixers set up on it;
+    seeded from the run's ``seed`` (``args`` is a semilearn namespace)."""
+    mixing = MixingModule(spec, num_classes, feat_dim=getattr(net, "num_features", None),
+                          seed=int(args.seed) + 7919)
+    mixing.setup(net, input_shape(args), seed=int(args.seed) + 7920)
+    return mixing
 
 
 def split_mix_block_params(optimizer: torch.optim.Optimizer, mixing: Optional[MixingModule],
@@ -341,7 +348,8 @@ def split_mix_block_params(optimizer: torch.optim.Optimizer, mixing: Optional[Mi
     optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
 
 
-def _optional(cast: Any) -> Any:
+def optional(cast: Any) -> Any:
+    """A config-value parser: None / "None" / "none" / "" -> None, else ``cast(value)``."""
     def parse(value: Any) -> Any:
         return None if value in (None, "None", "none", "") else cast(value)
     parse.__name__ = f"optional_{getattr(cast, '__name__', 'value')}"
@@ -355,7 +363,7 @@ def _names_arg(value: Any) -> Any:
 #: field -> (type, help); defaults come from :class:`MixSpec` and :data:`SETTING_DEFAULTS`
 FIELD_HELP: Dict[str, Tuple[Any, str]] = {
     "mixer": (_names_arg, "mixer of dm_ssl.mixers, or two to switch per batch (a,b)"),
-    "alpha": (_optional(_names_arg), "Beta(alpha, alpha): one value or one per mixer; None: "
+    "alpha": (optional(_names_arg), "Beta(alpha, alpha): one value or one per mixer; None: "
               "each mixer's own (1; AutoMix/SAMix 2)"),
     "mixer_options": (dict, "keyword arguments of the mixer (flat) or per mixer name"),
     "switch_prob": (float, "probability of the second of two mixers"),
@@ -369,7 +377,7 @@ FIELD_HELP: Dict[str, Tuple[Any, str]] = {
     "xi": (float, "DM(BCE) xi (cutting 0.8, interpolation 1)"),
     "bce_mode": (str, "MBCE target: one or two"),
     "label_smoothing": (float, "label smoothing of the CE parts"),
-    "bce_threshold": (_optional(float), "BCE target threshold (RSB 0.2)"),
+    "bce_threshold": (optional(float), "BCE target threshold (RSB 0.2)"),
     "bce_class_reduction": (str, "BCE over classes: sum (spec §4) or mean (timm's, RSB)"),
     "head": (str, "separate (a second linear head scores mixed samples) or shared"),
     "head_init": (str, "mix head init: default or normal (N(0, 0.01), bias 0)"),

@@ -39,7 +39,7 @@ from dm_ssl.losses.pgc import enqueue, pgc_loss
 from dm_ssl.nets.resnet import head_lr_groups
 
 from .dm_hosts import with_decoupled_mixup
-from .mixing import WithMixing
+from .mixing import backbone_of
 
 
 class SelfTuningNet(nn.Module):
@@ -166,8 +166,7 @@ class SelfTuning(AlgorithmBase):
 
     @property
     def st_net(self) -> SelfTuningNet:
-        model = self.model.module if hasattr(self.model, "module") else self.model
-        return model.backbone if isinstance(model, WithMixing) else model
+        return backbone_of(self.model)
 
     def set_optimizer(self):
         """SGD (nesterov) with the classifier head at ``st_head_lr_mult`` × lr (spec §6.2);

@@ -41,10 +41,16 @@ from semilearn.algorithms.utils import SSL_Argument
 from semilearn.core.utils import ALGORITHMS
 from torch.utils.data import DataLoader, Dataset
 
-from dm_ssl.mixers.base import frozen_bn_stats, unwrap
+from dm_ssl.mixers.base import frozen_bn_stats
 
-from .dm_hosts import build_mixing
-from .mixing import MixSpec, WithMixing, schema_arguments, split_mix_block_params
+from .mixing import (
+    MixSpec,
+    WithMixing,
+    backbone_of,
+    build_mixing,
+    schema_arguments,
+    split_mix_block_params,
+)
 
 
 @ALGORITHMS.register("supervised_mixup")
@@ -146,9 +152,7 @@ class SupervisedMixup(FullySupervised):
     def train_step(self, x_lb, y_lb):
         g, mixing = self.mix_generator, self.mixing
         u = torch.rand(2, generator=g).tolist()
-        net = unwrap(self.model)
-        mixing.schedule(self.it, self.num_train_iter,
-                        net.backbone if isinstance(net, WithMixing) else net)
+        mixing.schedule(self.it, self.num_train_iter, backbone_of(self.model))
         logs: Dict[str, float] = {}
         with self.amp_cm():
             if u[0] >= self.mix_prob:  # an unmixed batch: plain targets through the same loss
