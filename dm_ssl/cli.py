@@ -53,6 +53,8 @@ DM_SSL_KEYS: Dict[str, Any] = {
     "crop_pct": None,          # test-time centre-crop ratio (default 0.875; RSB A3 0.95)
     "eval_img_size": None,     # test side when it differs from img_size (RSB A3: 224)
     "net_options": {},         # extra net keywords, e.g. drop_path_rate for timm models
+    # run records (dm_ssl.records)
+    "experiment": {},          # the table cell a run belongs to (set by dm-ssl sweep)
 }
 #: supervised-only transform keys and their defaults (refused elsewhere, never silently unused)
 AUGMENT_KEYS = ("auto_augment", "reprob", "interpolation", "crop_pct", "eval_img_size")
@@ -145,9 +147,9 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     for key in ("randaugment_n", "randaugment_m"):
         if out[key] < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {out[key]!r}")
-    if not isinstance(out["net_options"], dict):
-        raise ConfigError(f"config key 'net_options' must be a mapping, got "
-                          f"{out['net_options']!r}")
+    for key in ("net_options", "experiment"):
+        if not isinstance(out[key], dict):
+            raise ConfigError(f"config key {key!r} must be a mapping, got {out[key]!r}")
     sub = out["subset_percent"]
     if sub is not None and (isinstance(sub, bool) or not isinstance(sub, (int, float))
                             or not 0 < sub <= 100):
@@ -376,54 +378,143 @@ def prepare_run(cfg: Dict[str, Any]):
     return alg, info, run_dir
 
 
+def _checkpoints(ckpt: Path) -> List[Path]:
+    """The resume candidates, newest first: the checkpoint and the one kept before it."""
+    from dm_ssl.algorithms.driver import PREVIOUS_SUFFIX
+
+    return [ckpt, ckpt.with_name(ckpt.name + PREVIOUS_SUFFIX)]
+
+
+def resume_run(alg: Any, ckpt: Path) -> Path:
+    """Load the newest readable checkpoint of ``ckpt`` and its predecessor into ``alg``.
+
+    A truncated or corrupt latest checkpoint (a crash or a full disk while it was written
+    without dm_ssl's atomic save, a copy cut short) is reported and the previous one is used;
+    a checkpoint that reads but does not fit the run is refused as it is."""
+    from dm_ssl.algorithms import CorruptCheckpointError
+
+    partial = ckpt.with_name(ckpt.name + ".tmp")
+    if partial.exists():  # a save killed while writing: never a checkpoint, only disk used
+        partial.unlink()
+        alg.print_fn(f"removed {partial} (a checkpoint write that did not finish)")
+    damaged: List[str] = []
+    for path in _checkpoints(ckpt):
+        if not path.exists():
+            continue
+        try:
+            alg.load_model(str(path))
+        except CorruptCheckpointError as err:
+            damaged.append(str(err))
+            continue
+        for msg in damaged:
+            print(f"dm-ssl: warning: {msg}; resuming from {path} (iteration {alg.it})",
+                  file=sys.stderr)
+        return path
+    if damaged:
+        raise ConfigError("resume: no readable checkpoint: " + "; ".join(damaged))
+    raise ConfigError(f"resume: no checkpoint at {ckpt}")
+
+
+#: keys a resumed run must share with the run it continues (they shape its model, data or
+#: method); others (lr, num_train_iter, logging) may change, and config.yaml records them
+RESUME_KEYS = ("algorithm", "dataset", "net", "net_options", "seed", "num_labels",
+               "label_percent", "label_list", "subset_percent", "uratio", "batch_size",
+               "in_channels", "dataset_options")
+RESUME_PREFIXES = ("dm_", "mix_", "st_")
+
+
+def check_resume_config(cfg: Dict[str, Any], run_dir: Path) -> None:
+    """Refuse a resume whose config differs from the run's ``config.yaml`` in a key that
+    shapes the run, naming the keys (before anything is built or written)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return  # unreadable record: the checkpoint check still guards the resume
+    keys = [k for k in cfg if k in RESUME_KEYS or k.startswith(RESUME_PREFIXES)]
+    diff = [f"{k}: {saved.get(k)!r} -> {cfg[k]!r}" for k in keys
+            if k in saved and saved[k] != cfg[k]]
+    if diff:
+        raise ConfigError(f"resume: the config differs from the run's {path} in "
+                          f"{'; '.join(diff)}; resume with the run's own values or start a new "
+                          "run (another save_name)")
+
+
+def _write_results(run_dir: Path, cfg: Dict[str, Any], info: Any, **fields: Any) -> None:
+    from dm_ssl.records import RESULTS_FILE, atomic_json
+
+    if _is_main(cfg):
+        atomic_json(run_dir / RESULTS_FILE, {
+            "algorithm": cfg["algorithm"], "dataset": info.name, "net": cfg.get("net"),
+            "num_labels": info.num_labels, "seed": cfg["seed"],
+            "experiment": cfg.get("experiment") or {}, **fields})
+
+
 def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    from dm_ssl import records
+
     cfg = validate(cfg)
     run_dir = Path(cfg["save_dir"]) / cfg["save_name"]
     ckpt = Path(cfg.get("load_path") or run_dir / _CKPT)
-    if cfg.get("resume") and not ckpt.exists():
+    if cfg.get("resume") and not any(p.exists() for p in _checkpoints(ckpt)):
         raise ConfigError(f"resume: no checkpoint at {ckpt}")
-    if not cfg.get("resume") and (run_dir / _CKPT).exists():
+    if not cfg.get("resume") and any(p.exists() for p in _checkpoints(run_dir / _CKPT)):
         raise ConfigError(f"{run_dir} already holds a run (checkpoints, results): pass "
                           "--set resume=true to continue it, or choose another save_name")
+    if cfg.get("resume"):
+        check_resume_config(cfg, run_dir)
     resolved = dict(cfg)  # what config.yaml records: the user's (global) settings
     cfg = init_distributed(cfg)
     set_seed(cfg["seed"])
     alg, info, run_dir = prepare_run(cfg)
+    resumed_from = None
+    if cfg.get("resume"):  # before anything of the run's record changes: a refusal keeps it
+        resumed_from = str(resume_run(alg, ckpt))
     if _is_main(cfg):
         with open(run_dir / "config.yaml", "w") as fh:
             yaml.safe_dump(resolved, fh, sort_keys=False)
+        if resumed_from:
+            records.truncate_metrics(run_dir, alg.it)
+        else:
+            (run_dir / records.METRICS_FILE).unlink(missing_ok=True)
+        records.record_start(run_dir, cfg, alg.device, resumed_from=resumed_from,
+                             start_it=alg.it)
+        alg.register_hook(records.metrics_hook(run_dir, alg.num_log_iter, alg.num_eval_iter),
+                          "MetricsHook", "LOWEST")
     if cfg.get("progress", True):
         alg.register_hook(_progress_hook(alg.num_train_iter), "ProgressHook", "LOWEST")
-    if cfg.get("resume"):
-        alg.load_model(str(ckpt))
-    from dm_ssl.algorithms import NonFiniteLossError
+    from dm_ssl.algorithms import CheckpointWriteError, NonFiniteLossError
 
     try:
         alg.train()
     except NonFiniteLossError as err:  # the run's record says so; checkpoints stay as they were
-        if _is_main(cfg):
-            _atomic_json(run_dir / "results.json", {
-                "algorithm": cfg["algorithm"], "dataset": info.name, "seed": cfg["seed"],
-                "status": "failed", "reason": str(err), "iterations": err.it,
-                "terms": err.terms})
+        _write_results(run_dir, cfg, info, status="failed", reason=str(err),
+                       iterations=err.it, terms=err.terms)
+        raise
+    except CheckpointWriteError as err:
+        try:  # the disk may be full: the record is best effort, the message is not
+            _write_results(run_dir, cfg, info, status="failed", reason=str(err),
+                           iterations=alg.it)
+        except OSError:
+            pass
         raise
     if alg.it < alg.num_train_iter:  # the loop ended early: never report success for it
-        if _is_main(cfg):
-            _atomic_json(run_dir / "results.json", {
-                "algorithm": cfg["algorithm"], "dataset": info.name, "seed": cfg["seed"],
-                "status": "interrupted", "iterations": alg.it,
-                "num_train_iter": alg.num_train_iter})
+        _write_results(run_dir, cfg, info, status="interrupted", iterations=alg.it,
+                       num_train_iter=alg.num_train_iter)
         raise RunIncompleteError(f"training stopped at iteration {alg.it} of "
                                  f"{alg.num_train_iter}; results.json says interrupted")
     final = alg.evaluate("eval")
     results = {
-        "algorithm": cfg["algorithm"], "dataset": info.name, "num_labels": info.num_labels,
-        "seed": cfg["seed"], "status": "finished", "iterations": alg.it,
+        "status": "finished", "iterations": alg.it,
         "best_acc": float(alg.best_eval_acc), "best_it": int(alg.best_it) + 1,
         "final_acc": final["eval/top-1-acc"], "final_it": alg.it,
     }
+    _write_results(run_dir, cfg, info, **results)
+    results = {"algorithm": cfg["algorithm"], "dataset": info.name,
+               "num_labels": info.num_labels, "seed": cfg["seed"], **results}
     if _is_main(cfg):
-        _atomic_json(run_dir / "results.json", results)
         alg.print_fn(f"results: {json.dumps(results)}")
     return results
 
@@ -518,12 +609,6 @@ def evaluate(checkpoint: str, data_dir: Optional[str] = None, device: Optional[s
     return result
 
 
-def _atomic_json(path: Path, data: Dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 # -- entry point -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dm-ssl", description=__doc__.splitlines()[0])
@@ -561,13 +646,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"dm-ssl: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # one clear line for the known failure classes
-        from dm_ssl.algorithms import CheckpointError, NonFiniteLossError
+        from dm_ssl.algorithms import CheckpointError, CheckpointWriteError, NonFiniteLossError
         from dm_ssl.data import DatasetError
 
-        if isinstance(err, (NonFiniteLossError, RunIncompleteError)):
+        if isinstance(err, (NonFiniteLossError, RunIncompleteError, CheckpointWriteError)):
             print(f"dm-ssl: run failed: {err}", file=sys.stderr)
             return 1
-        if isinstance(err, (CheckpointError, DatasetError, ValueError, FileNotFoundError)):
+        if isinstance(err, (CheckpointError, DatasetError, ValueError, OSError)):
             print(f"dm-ssl: error: {err}", file=sys.stderr)
             return 2
         raise

@@ -26,7 +26,8 @@ from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_digits import base_config, fmt, run_one  # noqa: E402  (same folder)
-from make_ssl_configs import DM_KEYS  # noqa: E402
+
+from dm_ssl.experiments.grids import DM_KEYS  # noqa: E402
 
 DM = {"algorithm": "fixmatch_dm"}
 #: every DM key at the official DMixMatch's value: what the shipped SSL DM configs set

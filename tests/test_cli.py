@@ -269,3 +269,96 @@ def test_a_run_that_ends_early_is_not_reported_as_finished(tmp_path, capsys, mon
     assert code == 1 and "stopped at iteration 2 of 4" in capsys.readouterr().err
     results = json.loads((tmp_path / "supervised_mixup_digits" / "results.json").read_text())
     assert results["status"] == "interrupted" and results["iterations"] == 2
+
+
+def _digits_run(tmp_path, **over):
+    cfg = tmp_path / "digits.yaml"
+    cfg.write_text(yaml.safe_dump({"algorithm": "fixmatch_dm", "dataset": "digits",
+                                   "num_labels": 20, "in_channels": 1, "seed": 0, **over}))
+    argv = ["train", "--config", str(cfg), "--save-dir", str(tmp_path / "runs"),
+            *_sets(*[s for s in TINY if not s.startswith(("num_train_iter", "num_eval_iter"))],
+                   "num_train_iter=6", "num_eval_iter=2", "num_log_iter=1")]
+    return argv, tmp_path / "runs" / "fixmatch_dm_digits"
+
+
+def test_run_records_metrics_and_a_truncated_latest_checkpoint(tmp_path, capsys):
+    """issue #10: run.json / metrics.jsonl / results.json say what the run is and measured;
+    a truncated latest checkpoint is reported and the previous one resumes the run."""
+    from dm_ssl import records
+
+    argv, run = _digits_run(tmp_path, experiment={"table": "t", "cell": "c"})
+    assert cli.main(argv) == 0
+    record = records.read_json(run / "run.json")
+    assert record["experiment"] == {"table": "t", "cell": "c"} and record["seed"] == 0
+    assert record["versions"]["torch"] and record["versions"]["semilearn"] == "0.3.2"
+    assert record["split"]["split.json"] and record["device"] == "cpu"
+    rows = records.read_metrics(run)
+    assert [r["it"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all("train/sup_loss" in r for r in rows)
+    assert [r["it"] for r in rows if "eval/top-1-acc" in r] == [2, 4, 6]
+    results = records.read_json(run / "results.json")
+    assert results["experiment"]["cell"] == "c" and results["status"] == "finished"
+    # the latest checkpoint (it 6) cut short; its predecessor (it 4) is kept as .prev
+    prev = run / "latest_model.pth.prev"
+    assert prev.exists()
+    latest = run / "latest_model.pth"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    capsys.readouterr()
+    assert cli.main(argv + _sets("resume=true")) == 0
+    err = capsys.readouterr().err
+    assert "latest_model.pth is truncated or corrupt" in err and "resuming from" in err
+    assert records.read_json(run / "run.json")["starts"][1]["iteration"] == 4
+    assert [r["it"] for r in records.read_metrics(run)] == [1, 2, 3, 4, 5, 6]
+    # both damaged: one clear error, nothing trained
+    for path in (latest, prev):
+        path.write_bytes(b"not a checkpoint")
+    assert cli.main(argv + _sets("resume=true")) == 2
+    assert "no readable checkpoint" in capsys.readouterr().err
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capsys):
+    """issue #14: resuming with another net is refused before config.yaml (or anything else
+    of the run's record) is rewritten."""
+    argv, run = _digits_run(tmp_path)
+    assert cli.main(argv) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert cli.main(argv + _sets("resume=true", "net=wrn_28_2")) == 2
+    err = capsys.readouterr().err
+    assert "net: 'small_cnn' -> 'wrn_28_2'" in err and len(err) < 400
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    # refused by the checkpoint itself (no config.yaml to compare): config.yaml not rewritten
+    (run / "config.yaml").unlink()
+    before.pop("config.yaml")
+    assert cli.main(argv + _sets("resume=true", "net=wrn_28_2")) == 2
+    assert "does not fit" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert "config.yaml" not in after and after["run.json"] == before["run.json"]
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
+    """issue #13/#14: disk full while a checkpoint is written: one message, exit 1, the
+    previous checkpoint intact, no partial file left, results.json says failed."""
+    import errno
+
+    import torch
+
+    argv, run = _digits_run(tmp_path)
+    real, calls = torch.save, []
+
+    def save(obj, f, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint: a full disk after a partial write
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *a, **kw)
+    monkeypatch.setattr(torch, "save", save)
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "cannot write checkpoint" in err and "No space left" in err
+    assert "Traceback" not in err
+    assert not list(run.glob("*.tmp"))
+    ckpt = torch.load(run / "latest_model.pth", map_location="cpu", weights_only=False)
+    assert ckpt["it"] == 2
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "failed" and "No space left" in results["reason"]

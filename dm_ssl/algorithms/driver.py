@@ -7,9 +7,15 @@ SoftMatch ``load_model`` call ``.cuda()``, and
 baselines included — is the registered semilearn class with :class:`DriverMixin` in front of it
 in the MRO, so baselines and ``*_dm`` algorithms run through exactly the same code.
 
-The mixin also makes resuming strict: a checkpoint that cannot restore every piece of state
-(model, EMA, optimizer, scheduler, iteration, the host's hook state, DM state) is refused with a
-:class:`CheckpointError` instead of training on half-loaded.
+The mixin also makes resuming strict and exact: a checkpoint that cannot restore every piece of
+state (model, EMA, optimizer, scheduler, iteration, the host's hook state, DM state) is refused
+with a :class:`CheckpointError` instead of training on half-loaded, and a resumed run is the
+same run as one never stopped (bit-identical on CPU): the training streams draw through
+:class:`~dm_ssl.data.sampling.ResumableSampler` (order and per-sample augmentation seeds are
+functions of the seed, the epoch and the position, so a resume starts mid-epoch at the right
+sample), and :class:`StepSeedHook` seeds python, numpy and torch from ``(seed, rank, it)``
+before every step (dropout, drop-path and any other draw from the global RNGs). The DM term's
+and the mixers' own generators travel in the checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import inspect
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Type
 
 import numpy as np
@@ -25,6 +32,9 @@ import torch
 import torch.nn.functional as F
 from semilearn.core.hooks import Hook, TimerHook
 from torch import nn
+from torch.utils.data import DataLoader
+
+from dm_ssl.data.sampling import ResumableSampler, SeededDataset, derive_seed, seed_everything
 
 #: Where each host keeps the extra tensors its ``get_save_dict`` writes (its ``load_model``
 #: puts them back with ``.cuda()``, which is why the driver restores them itself).
@@ -39,6 +49,25 @@ _OPTIONAL_KEYS = {"aim_run_hash"}
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot restore the whole training state."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file that cannot be read at all (truncated, not a torch file)."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
+
+    def __init__(self, path: str, err: OSError) -> None:
+        self.path = path
+        super().__init__(f"cannot write checkpoint {path}: {err.strerror or err}; the previous "
+                         "checkpoint is intact (free space or fix the permissions, then resume "
+                         "with --set resume=true)")
+
+
+#: the checkpoint kept beside ``latest_model.pth`` (the one before it), for a resume whose
+#: latest file is truncated
+PREVIOUS_SUFFIX = ".prev"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -60,6 +89,29 @@ class StepFlagHook(Hook):
 
     def after_run(self, algorithm):
         algorithm._mid_step = False
+
+
+class StepSeedHook(Hook):
+    """Seeds python, numpy and torch from ``(seed, rank, it)`` before each step, so every
+    draw a step makes from the global RNGs is a function of the step alone: a resumed run
+    repeats it exactly, and the processes of a distributed run draw their own."""
+
+    def before_train_step(self, algorithm):
+        rank = algorithm.rank if algorithm.distributed else 0
+        seed_everything(derive_seed(int(algorithm.args.seed), 0x57E9, rank, algorithm.it))
+
+
+class ResumeSamplingHook(Hook):
+    """Puts the training streams' samplers on the epoch, and after a resume on the position
+    inside it (``algorithm._resume_skip`` batches in), before each epoch's loaders start."""
+
+    def before_train_epoch(self, algorithm):
+        skip, algorithm._resume_skip = getattr(algorithm, "_resume_skip", 0), 0
+        for name in ("train_lb", "train_ulb"):
+            loader = algorithm.loader_dict.get(name)
+            sampler = getattr(loader, "sampler", None)
+            if isinstance(sampler, ResumableSampler):
+                sampler.set_epoch(algorithm.epoch, skip * loader.batch_size)
 
 
 class WallClockTimerHook(Hook):
@@ -153,6 +205,32 @@ class DriverMixin:
         self.args.lb_dest_len = len(dataset_dict["train_lb"])
         return dataset_dict
 
+    def set_data_loader(self):
+        """semilearn's loaders, with the training streams made exactly resumable: the same
+        batches, workers and collate function, drawn through :class:`ResumableSampler`."""
+        loaders = super().set_data_loader()
+        if loaders is None:
+            return loaders
+        for stream, name in enumerate(("train_lb", "train_ulb")):
+            if name in loaders:
+                loaders[name] = self._resumable(loaders[name], stream)
+        return loaders
+
+    def _resumable(self, loader: Any, stream: int) -> Any:
+        from semilearn.datasets import DistributedSampler
+
+        # semilearn's RandomSampler only; its weighted sampler (and loaders of our own that
+        # are resumable already) stay as they are
+        if not isinstance(loader, DataLoader) or type(loader.sampler) is not DistributedSampler:
+            return loader
+        old = loader.sampler
+        sampler = ResumableSampler(len(loader.dataset), old.total_size, int(self.args.seed),
+                                   stream, num_replicas=old.num_replicas, rank=old.rank)
+        return DataLoader(SeededDataset(loader.dataset), batch_size=loader.batch_size,
+                          sampler=sampler, num_workers=loader.num_workers,
+                          collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                          drop_last=loader.drop_last)
+
     def process_batch(self, input_args=None, **kwargs):
         # kept for the pseudo-label accuracy log (true labels of the unlabeled batch)
         self._idx_ulb = kwargs.get("idx_ulb")
@@ -201,6 +279,8 @@ class DriverMixin:
         self._mid_step = False
         super().set_hooks()
         self.register_hook(StepFlagHook(), "StepFlagHook", "HIGHEST")
+        self.register_hook(StepSeedHook(), "StepSeedHook", "HIGHEST")
+        self.register_hook(ResumeSamplingHook(), "ResumeSamplingHook", "HIGHEST")
         if self.device.type != "cuda":
             for i, hook in enumerate(self._hooks):
                 if type(hook) is TimerHook:
@@ -250,10 +330,13 @@ class DriverMixin:
         """Restore every piece of training state, or refuse (:class:`CheckpointError`)."""
         try:
             checkpoint = torch.load(load_path, map_location="cpu", weights_only=False)
-        except Exception as err:  # unreadable file: say which one
-            raise CheckpointError(f"cannot read checkpoint {load_path}: {err}") from None
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {load_path} not found") from None
+        except Exception as err:  # unreadable file: say which one, and that it is damaged
+            raise CorruptCheckpointError(f"checkpoint {load_path} is truncated or corrupt "
+                                         f"({type(err).__name__}: {err})") from None
         if not isinstance(checkpoint, dict):
-            raise CheckpointError(f"{load_path} is not a training checkpoint")
+            raise CorruptCheckpointError(f"{load_path} is not a training checkpoint")
         expected = set(self.get_save_dict()) - _OPTIONAL_KEYS
         missing = sorted(expected - set(checkpoint))
         if missing:
@@ -271,15 +354,16 @@ class DriverMixin:
             self.loss_scaler.load_state_dict(checkpoint["loss_scaler"])
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"checkpoint {load_path} does not fit this model/optimizer: "
-                                  f"{err}") from None
+                                  f"{_short(err)}") from None
         # semilearn stores epoch + 1 even mid-epoch, and restoring it as is skips the rest of
-        # that epoch (issue #14: a run resumed at 600 of 1200 with epoch: 1 trained nothing);
-        # the epoch holding iteration `it` runs again, up to num_train_iter in all. The position
-        # inside the epoch (the data order) is not restored: not the same run, the same length.
+        # that epoch (issue #14: a run resumed at 600 of 1200 with epoch: 1 trained nothing):
+        # the epoch holding iteration `it` runs again from its position `it` (the samplers
+        # skip the batches already trained on, ResumeSamplingHook)
         self.it = checkpoint["it"]
         per_epoch = max(int(self.num_train_iter // max(self.epochs, 1)), 1)
         self.start_epoch = min(self.it // per_epoch, max(self.epochs - 1, 0))
         self.epoch = self.start_epoch
+        self._resume_skip = min(self.it - self.start_epoch * per_epoch, per_epoch)
         self.best_it, self.best_eval_acc = checkpoint["best_it"], checkpoint["best_eval_acc"]
         base = {"model", "ema_model", "optimizer", "scheduler", "loss_scaler", "it", "epoch",
                 "best_it", "best_eval_acc"}
@@ -315,15 +399,58 @@ class DriverMixin:
         return save_dict
 
     def save_model(self, save_name, save_path):
-        """Atomic save: a crash while writing never destroys the previous checkpoint."""
+        """Atomic, durable save: written to ``NAME.tmp``, fsynced, renamed over ``NAME``; the
+        latest checkpoint's predecessor is kept as ``NAME.prev`` (a resume falls back to it
+        when the latest one is damaged). A failed write (disk full, permissions) removes the
+        partial file and raises :class:`CheckpointWriteError`; nothing else is touched."""
         if self.distributed and self.rank != 0:
             return
-        os.makedirs(save_path, exist_ok=True)
         target = os.path.join(save_path, save_name)
         tmp = target + ".tmp"
-        torch.save(self.get_save_dict(), tmp)
-        os.replace(tmp, target)
+        state = self.get_save_dict()
+        # the final save repeats the last step's: keep the older predecessor then
+        rotate = (save_name == "latest_model.pth" and os.path.exists(target)
+                  and getattr(self, "_latest_saved_it", None) != state["it"])
+        try:
+            os.makedirs(save_path, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                torch.save(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if rotate:
+                os.replace(target, target + PREVIOUS_SUFFIX)
+            os.replace(tmp, target)
+            _fsync_dir(save_path)
+            if save_name == "latest_model.pth":
+                self._latest_saved_it = state["it"]
+        except OSError as err:
+            Path(tmp).unlink(missing_ok=True)
+            raise CheckpointWriteError(target, err) from None
+        except RuntimeError as err:  # torch reports some write faults as RuntimeError
+            Path(tmp).unlink(missing_ok=True)
+            raise CheckpointWriteError(target, OSError(str(err))) from None
         self.print_fn(f"model saved: {target}")
+
+
+def _short(err: Exception, limit: int = 400) -> str:
+    """An error's first line, cut (a state_dict mismatch lists every key)."""
+    text = str(err).strip().splitlines()
+    first = " ".join(line.strip() for line in text[:3])
+    return first if len(first) <= limit else first[:limit] + " ..."
+
+
+def _fsync_dir(path: str) -> None:
+    """Make the renames durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _match_prefix(state: Dict[str, Any], module: nn.Module) -> Dict[str, Any]:

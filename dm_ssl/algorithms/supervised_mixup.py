@@ -31,9 +31,8 @@ built from timm's parts rather than re-written ones:
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from semilearn.algorithms.fullysupervised import FullySupervised
@@ -41,6 +40,7 @@ from semilearn.algorithms.utils import SSL_Argument
 from semilearn.core.utils import ALGORITHMS
 from torch.utils.data import DataLoader, Dataset
 
+from dm_ssl.data.sampling import ResumableSampler, SeededDataset, derive_seed
 from dm_ssl.mixers.base import frozen_bn_stats
 
 from .mixing import (
@@ -120,7 +120,7 @@ class SupervisedMixup(FullySupervised):
 
         replicas, rank = ((dist.get_world_size(), dist.get_rank()) if self.distributed
                           else (1, 0))
-        loaders["train_lb"] = RepeatedAugLoader(
+        loaders["train_lb"] = repeated_aug_loader(
             self.dataset_dict["train_lb"], self.args.batch_size,
             self.num_train_iter // self.epochs, repeats, int(self.args.seed),
             num_workers=self.args.num_workers, num_replicas=replicas, rank=rank)
@@ -136,10 +136,7 @@ class SupervisedMixup(FullySupervised):
             if self.it >= self.num_train_iter:
                 break
             self.call_hook("before_train_epoch")
-            loader = self.loader_dict["train_lb"]
-            if isinstance(loader, RepeatedAugLoader):
-                loader.set_epoch(epoch)
-            for data_lb in loader:
+            for data_lb in self.loader_dict["train_lb"]:
                 if self.it >= self.num_train_iter:
                     break
                 self.call_hook("before_train_step")
@@ -258,39 +255,36 @@ def timm_optimizer(model: torch.nn.Module, args: Any) -> torch.optim.Optimizer:
                          "as adamw, lamb, lars)") from None
 
 
-class RepeatedAugLoader:
+def repeated_aug_loader(dataset: Dataset, batch_size: int, steps: int, repeats: int,
+                        seed: int, *, num_workers: int = 0, num_replicas: int = 1,
+                        rank: int = 0) -> DataLoader:
     """``steps`` batches per epoch drawn through timm's ``RepeatAugSampler`` (each image
     ``repeats`` times, the copies spread over the processes). When the sampler runs out
     before ``steps`` it starts a new round, so every epoch has semilearn's length; each
-    (seed, epoch, round) gives its own permutation (timm seeds it with the epoch alone)."""
+    (seed, epoch, round) gives its own permutation (timm seeds it with the epoch alone). The
+    order goes through :class:`~dm_ssl.data.sampling.ResumableSampler`, so a run resumes
+    exactly and each copy of an image gets its own augmentation seed."""
+    from timm.data.distributed_sampler import RepeatAugSampler
 
-    def __init__(self, dataset: Dataset, batch_size: int, steps: int, repeats: int, seed: int,
-                 *, num_workers: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
-        from timm.data.distributed_sampler import RepeatAugSampler
+    inner = RepeatAugSampler(dataset, num_replicas=num_replicas, rank=rank,
+                             num_repeats=repeats, selected_round=0)
+    if len(inner) < batch_size:
+        raise ValueError(f"repeated_aug: {len(inner)} samples per process, fewer "
+                         f"than batch_size {batch_size}")
+    local = int(steps) * batch_size
 
-        self.sampler = RepeatAugSampler(dataset, num_replicas=num_replicas, rank=rank,
-                                        num_repeats=repeats, selected_round=0)
-        if len(self.sampler) < batch_size:
-            raise ValueError(f"repeated_aug: {len(self.sampler)} samples per process, fewer "
-                             f"than batch_size {batch_size}")
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler,
-                                 num_workers=num_workers, drop_last=True)
-        self.steps, self.seed, self.epoch = int(steps), int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self) -> Iterator[Any]:
-        done, round_ = 0, 0
-        while done < self.steps:
-            seed = np.random.SeedSequence([self.seed, self.epoch, round_]).generate_state(1)
-            self.sampler.set_epoch(int(seed[0]))
-            for batch in self.loader:
-                yield batch
-                done += 1
-                if done == self.steps:
-                    return
+    def order(g: torch.Generator) -> torch.Tensor:  # this process's positions
+        epoch_seed = int(torch.randint(0, 2**62, (1,), generator=g))
+        out: List[int] = []
+        round_ = 0
+        while len(out) < local:
+            inner.set_epoch(derive_seed(epoch_seed, round_) % 2**31)
+            round_order = list(iter(inner))  # whole batches of each round, as drop_last did
+            out.extend(round_order[:len(round_order) // batch_size * batch_size])
             round_ += 1
+        return torch.as_tensor(out[:local])
+
+    sampler = ResumableSampler(len(dataset), local * num_replicas, seed, 0,
+                               num_replicas=num_replicas, rank=rank, order=order)
+    return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler,
+                      num_workers=num_workers, drop_last=True)

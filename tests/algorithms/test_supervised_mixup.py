@@ -119,14 +119,14 @@ def test_warmup_from_warmup_lr_then_cosine_to_min_lr(build_sup):
 
 
 def test_repeated_augmentation_repeats_images_and_keeps_the_epoch_length(build_sup):
-    from dm_ssl.algorithms.supervised_mixup import RepeatedAugLoader
+    from dm_ssl.data.sampling import ResumableSampler
 
     alg = build_sup(repeated_aug=3, num_train_iter=6, epoch=2, batch_size=6)
     loader = alg.loader_dict["train_lb"]
-    assert isinstance(loader, RepeatedAugLoader) and len(loader) == 3
+    assert isinstance(loader.sampler, ResumableSampler) and len(loader) == 3
 
     def epoch(e):
-        loader.set_epoch(e)
+        loader.sampler.set_epoch(e)
         return [b["idx_lb"].tolist() for b in loader]
 
     first = epoch(0)

@@ -1,6 +1,31 @@
-#!/usr/bin/env python
-"""Write configs/supervised/: supervised and data-efficient mixup, MCE and DM(CE) (spec §6.3, §7).
+"""The config grids of the paper's experiments: one source for ``configs/`` (spec §6, §7).
 
+    .venv/bin/python scripts/make_configs.py      # rewrites configs/{ssl,transfer,supervised}
+
+:func:`all_configs` gives every shipped config by its path under ``configs/``;
+:mod:`dm_ssl.experiments.tables` builds the paper's tables from the same functions.
+
+SSL (``configs/ssl/``):
+    .venv/bin/python scripts/make_ssl_configs.py      # rewrites configs/ssl/*.yaml
+
+USB's classic-CV protocol (spec §7, docs/usb-notes.md): 2^20 iterations, SGD lr 0.03 (cosine),
+momentum 0.9, nesterov, wd 5e-4 (CIFAR-100: 1e-3), EMA 0.999, batch 64, uratio 7, threshold
+0.95, evaluation every 5120 iterations. CIFAR-10 uses WRN-28-2; CIFAR-100 uses WRN-28-8 (the
+paper and TorchSSL) and, as ``*_wrn28x2.yaml``, WRN-28-2 (USB's own published table).
+
+Transfer (``configs/transfer/``):
+    .venv/bin/python scripts/make_transfer_configs.py      # rewrites configs/transfer/*.yaml
+
+{CUB-200-2011, Stanford Cars, FGVC-Aircraft} × {15, 30, 50 % labels} × {selftuning,
+selftuning_dm, fixmatch, fixmatch_dm} for ImageNet-pretrained ResNet-50 and ResNet-18, with the
+Self-Tuning recipe: 27k steps, SGD lr 1e-3 (classifier ×10), momentum 0.9, nesterov, wd 5e-4
+(the paper; the official code used 1e-4), batch 24 labeled + 24 unlabeled, Resize 256 →
+RandomResizedCrop 224 → flip, test Resize 256 → TenCrop 224 (the official numbers are 10-crop).
+Self-Tuning's configs follow the official run: MultiStepLR (6k/12k/18k/24k, γ 0.1),
+RandAugment (2, 10) on all four views, two momentum updates per step (m²), classifier
+N(0, 0.01). Weights come from ``pretrained_path`` or the torch hub cache; nothing is downloaded.
+
+Supervised (``configs/supervised/``):
     .venv/bin/python scripts/make_supervised_configs.py      # rewrites configs/supervised/*.yaml
 
 Recipes (spec §7): SGD momentum 0.9, cosine to 0, batch 100, wd 1e-4, RandomFlip + RandomCrop
@@ -37,10 +62,89 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Dict, Iterator, Tuple
 
-from make_ssl_configs import write
+import yaml
 
-ROOT = Path(__file__).resolve().parents[1] / "configs" / "supervised"
+CONFIGS_ROOT = Path(__file__).resolve().parents[2] / "configs"
+SPLITS = {"cifar10": (10, (40, 250, 4000)), "cifar100": (100, (400, 2500, 10000))}
+HOST_KEYS = {
+    "fixmatch": {"hard_label": True, "T": 0.5, "p_cutoff": 0.95},
+    "flexmatch": {"hard_label": True, "T": 0.5, "p_cutoff": 0.95, "thresh_warmup": True},
+    "freematch": {"hard_label": True, "T": 0.5, "ema_p": 0.999, "ent_loss_ratio": 0.001,
+                  "use_quantile": False, "clip_thresh": False},
+    "softmatch": {"hard_label": True, "T": 0.5, "dist_align": True, "dist_uniform": True,
+                  "ema_p": 0.999, "n_sigma": 2, "per_class": False},
+}
+DM_KEYS = {  # spec §6.1, the official defaults
+    "dm_w_ll": 1.0, "dm_w_lu": 1.0, "dm_mixer": "mixup", "dm_alpha": 1.0, "dm_loss": "dm_ce",
+    "dm_eta": 1.0, "dm_mode": "both", "dm_thr": 0.5, "dm_scale": "pow", "dm_t": 1.0,
+    "dm_k": 1.0, "dm_p_mix_cutoff": None, "dm_mask": "auto", "dm_head": "separate",
+    # what OpenMixup's DMixMatch does (README: Differences from the official code)
+    "dm_ramp_ll": "none", "dm_ramp_lu": "cosine", "dm_bias_ll": True, "dm_bn": "freeze",
+    "dm_forward": "separate", "dm_head_init": "normal", "dm_pseudo": "ema",
+}
+
+
+def ssl_config(alg: str, dataset: str, num_labels: int, net: str, seed: int = 0) -> dict:
+    host = alg.removesuffix("_dm")
+    num_classes = SPLITS[dataset][0]
+    suffix = "_wrn28x2" if dataset == "cifar100" and net == "wrn_28_2" else ""
+    name = f"{alg}_{dataset}_{num_labels}{suffix}_{seed}"
+    cfg = {
+        "algorithm": alg, "save_dir": "./saved_models/ssl", "save_name": name, "resume": False,
+        "use_tensorboard": True,
+        "epoch": 1024, "num_train_iter": 1048576, "num_eval_iter": 5120, "num_log_iter": 256,
+        "num_labels": num_labels, "batch_size": 64, "eval_batch_size": 256, "uratio": 7,
+        "ulb_loss_ratio": 1.0, "ema_m": 0.999,
+        **HOST_KEYS[host],
+        "crop_ratio": 0.875, "img_size": 32,
+        "optim": "SGD", "lr": 0.03, "momentum": 0.9,
+        "weight_decay": 0.001 if dataset == "cifar100" else 0.0005, "layer_decay": 1.0,
+        "amp": False, "clip_grad": 0.0, "use_cat": True,
+        "net": net, "net_from_name": False,
+        "data_dir": "./data", "dataset": dataset, "num_classes": num_classes,
+        "train_sampler": "RandomSampler", "num_workers": 4, "seed": seed,
+    }
+    if alg.endswith("_dm"):
+        cfg.update(DM_KEYS)
+    return cfg
+
+
+TRANSFER_DATASETS = {"cub200": 200, "stanford_cars": 196, "fgvc_aircraft": 100}
+PERCENTS = (15, 30, 50)
+NETS = {"resnet50": "r50", "resnet18": "r18"}
+ST_KEYS = {"st_tau": 0.07, "st_momentum": 0.999, "st_queue_size": 32, "st_proj_dim": 1024,
+           "st_projector": "linear", "st_head_lr_mult": 10.0, "p_cutoff": 0.95,
+           # the official run (thuml/Self-Tuning src/main.py, data/tranforms.py)
+           "st_lr_schedule": "multistep", "st_lr_milestones": [6000, 12000, 18000, 24000],
+           "st_lr_gamma": 0.1, "st_momentum_updates": 2, "st_classifier_init": "normal",
+           "randaugment": True, "randaugment_views": "all", "randaugment_n": 2,
+           "randaugment_m": 10}
+
+
+def transfer_config(alg: str, dataset: str, percent: int, net: str, seed: int = 0) -> dict:
+    host = alg.removesuffix("_dm")
+    name = f"{alg}_{dataset}_{percent}_{NETS[net]}_{seed}"
+    cfg = {
+        "algorithm": alg, "save_dir": "./saved_models/transfer", "save_name": name,
+        "resume": False, "use_tensorboard": True,
+        "epoch": 27, "num_train_iter": 27000, "num_eval_iter": 1000, "num_log_iter": 100,
+        "dataset": dataset, "data_dir": "./data", "label_percent": percent,
+        "num_classes": TRANSFER_DATASETS[dataset], "resize": 256, "img_size": 224, "ten_crop": True,
+        "randaugment": host == "fixmatch",
+        "batch_size": 24, "uratio": 1, "eval_batch_size": 64, "ema_m": 0.0,
+        "net": net, "use_pretrain": True, "pretrained_path": None,
+        "optim": "SGD", "lr": 0.001, "momentum": 0.9, "weight_decay": 0.0005,
+        "num_workers": 4, "seed": seed,
+    }
+    cfg.update(ST_KEYS if host == "selftuning" else HOST_KEYS[host])
+    if alg.endswith("_dm"):
+        # no EMA teacher here (ema_m 0, as Self-Tuning): L_lu's pseudo-labels are the host's
+        cfg.update(DM_KEYS, dm_pseudo="host")
+    return cfg
+
+
 ALPHA = {"mixup": 1.0, "cutmix": 0.2, "manifoldmix": 2.0, "saliencymix": 0.2, "fmix": 0.2,
          "resizemix": 1.0}
 STATIC = tuple(ALPHA)
@@ -53,7 +157,7 @@ CLASSES = {"cifar100": 100, "tinyimagenet": 200, "cub200": 200, "fgvc_aircraft":
 IMAGENET_NETS = ("resnet18", "resnet34", "resnet50")
 
 
-def config(dataset: str, net: str, mixer: str, loss: str, epochs: int, lr: float,
+def sup_config(dataset: str, net: str, mixer: str, loss: str, epochs: int, lr: float,
            batch: int = 100, wd: float = 1e-4, percent: int = 0, eta: float = 0.1,
            tag: str = "") -> dict:
     n = TRAIN_SIZE[dataset] * (percent or 100) // 100
@@ -85,42 +189,42 @@ def config(dataset: str, net: str, mixer: str, loss: str, epochs: int, lr: float
     return cfg
 
 
-def configs():
+def supervised_configs():
     for loss in ("mce", "dm_ce"):
         for mixer in STATIC:  # Table A2: CIFAR-100 800 epochs, Tiny-ImageNet 400 epochs
-            yield config("cifar100", "cifar_resnet18", mixer, loss, 800, 0.1, tag="_800ep")
-            yield config("cifar100", "cifar_resnext50", mixer, loss, 800, 0.1, tag="_800ep")
-            yield config("tinyimagenet", "cifar_resnet18", mixer, loss, 400, 0.2, eta=1.0,
+            yield sup_config("cifar100", "cifar_resnet18", mixer, loss, 800, 0.1, tag="_800ep")
+            yield sup_config("cifar100", "cifar_resnext50", mixer, loss, 800, 0.1, tag="_800ep")
+            yield sup_config("tinyimagenet", "cifar_resnet18", mixer, loss, 400, 0.2, eta=1.0,
                          tag="_400ep")
         for mixer in DYNAMIC_ALPHA:  # Table A2, dynamic mixers: DM(CE) with η = 1, α = 2
             for net in ("cifar_resnet18", "cifar_resnext50"):
-                yield config("cifar100", net, mixer, loss, 800, 0.1, eta=1.0, tag="_800ep")
-            yield config("tinyimagenet", "cifar_resnet18", mixer, loss, 400, 0.2, eta=1.0,
+                yield sup_config("cifar100", net, mixer, loss, 800, 0.1, eta=1.0, tag="_800ep")
+            yield sup_config("tinyimagenet", "cifar_resnet18", mixer, loss, 400, 0.2, eta=1.0,
                          tag="_400ep")
         for mixer in LEARNED + ("saliencymix", "puzzlemix"):  # A2 rows not above
             for net in (("cifar_resnet18", "cifar_resnext50", "wrn_28_8") if mixer in LEARNED
                         else ("wrn_28_8",)):
-                yield config("cifar100", net, mixer, loss, 800, 0.1, eta=1.0, tag="_800ep")
+                yield sup_config("cifar100", net, mixer, loss, 800, 0.1, eta=1.0, tag="_800ep")
             for net in (("cifar_resnet18", "cifar_resnext50") if mixer in LEARNED
                         else ("cifar_resnext50",)):
-                yield config("tinyimagenet", net, mixer, loss, 400, 0.2, eta=1.0,
+                yield sup_config("tinyimagenet", net, mixer, loss, 400, 0.2, eta=1.0,
                              tag="_400ep")
         for mixer in LEARNED:  # Table A7: CIFAR-100 and Tiny-ImageNet R-18 400 epochs
-            yield config("cifar100", "cifar_resnet18", mixer, loss, 400, 0.1, eta=1.0,
+            yield sup_config("cifar100", "cifar_resnet18", mixer, loss, 400, 0.1, eta=1.0,
                          tag="_400ep")
         for mixer in ("mixup", "cutmix", "manifoldmix"):  # Table A7: 400 epochs
-            yield config("cifar100", "cifar_resnet18", mixer, loss, 400, 0.1, tag="_400ep")
+            yield sup_config("cifar100", "cifar_resnet18", mixer, loss, 400, 0.1, tag="_400ep")
         for mixer in ("mixup", "cutmix"):  # Table A8: data-efficient
             for pct in (15, 30, 50):
-                yield config("cifar100", "cifar_resnet18", mixer, loss, 400, 0.1, percent=pct,
+                yield sup_config("cifar100", "cifar_resnet18", mixer, loss, 400, 0.1, percent=pct,
                              tag=f"_{pct}pct")
         for dataset in ("cub200", "fgvc_aircraft"):  # Table A6: fine-grained
             for net, eta in (("resnet18", 1.0), ("resnext50_32x4d", 0.1)):
                 for mixer in STATIC:
-                    yield config(dataset, net, mixer, loss, 200, 0.001, batch=16, wd=5e-4,
+                    yield sup_config(dataset, net, mixer, loss, 200, 0.001, batch=16, wd=5e-4,
                                  eta=eta)
                 for mixer in LEARNED:  # dynamic: η = 1
-                    yield config(dataset, net, mixer, loss, 200, 0.001, batch=16, wd=5e-4,
+                    yield sup_config(dataset, net, mixer, loss, 200, 0.001, batch=16, wd=5e-4,
                                  eta=1.0)
 
 
@@ -220,9 +324,53 @@ def imagenet_configs():
                            net_options={"drop_path_rate": 0.05})
 
 
-def main() -> None:
-    write(ROOT, [*configs(), *imagenet_configs()])
+def ssl_configs() -> Iterator[dict]:
+    for dataset, (_, splits) in SPLITS.items():
+        for net in (["wrn_28_2"] if dataset == "cifar10" else ["wrn_28_8", "wrn_28_2"]):
+            for num_labels in splits:
+                for host in HOST_KEYS:
+                    for alg in (host, f"{host}_dm"):
+                        yield ssl_config(alg, dataset, num_labels, net)
 
 
-if __name__ == "__main__":
-    main()
+def transfer_configs() -> Iterator[dict]:
+    for dataset in TRANSFER_DATASETS:
+        for percent in PERCENTS:
+            for net in NETS:
+                for host in ("selftuning", "fixmatch"):
+                    for alg in (host, f"{host}_dm"):
+                        yield transfer_config(alg, dataset, percent, net)
+
+
+def config_path(kind: str, cfg: dict) -> str:
+    """A config's path under ``configs/``: ``<kind>/<dataset>/<save_name without _0>.yaml``."""
+    return f"{kind}/{cfg['dataset']}/{cfg['save_name'].removesuffix('_0')}.yaml"
+
+
+def all_configs() -> Dict[str, dict]:
+    """Every shipped config by its path under ``configs/``."""
+    out: Dict[str, dict] = {}
+    for kind, configs in (("ssl", ssl_configs()), ("transfer", transfer_configs()),
+                          ("supervised", [*supervised_configs(), *imagenet_configs()])):
+        for cfg in configs:
+            out[config_path(kind, cfg)] = cfg
+    return out
+
+
+def render(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def write_configs(root: Path = CONFIGS_ROOT) -> Tuple[int, int]:
+    """Write :func:`all_configs` under ``root``; returns (written, unchanged)."""
+    written = unchanged = 0
+    for rel, cfg in all_configs().items():
+        path = Path(root) / rel
+        text = render(cfg)
+        if path.is_file() and path.read_text() == text:
+            unchanged += 1
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written += 1
+    return written, unchanged
