@@ -3,6 +3,9 @@
     dm-ssl train --config FILE [--data-dir DIR] [--save-dir DIR] [--device cpu|cuda]
                  [--set key=value ...]
     dm-ssl eval  --checkpoint FILE [--data-dir DIR] [--device cpu|cuda]
+    dm-ssl sweep TABLE --runs-dir DIR [--seeds ...] [--only PATTERN] [--launcher local|slurm]
+                 [--dry-run] [--data-dir DIR] [--device ...] [--set key=value ...]
+    dm-ssl report RUNS_DIR... [--table NAME] [--format md|csv|latex] [--plots DIR]
 
 Configs are USB-style YAML read with PyYAML; ``--set`` overrides the file (values parsed as
 YAML: ``--set dm_eta=0.5 --set dm_head=shared``). Unknown keys and bad values stop the run with
@@ -266,6 +269,68 @@ class RunIncompleteError(RuntimeError):
     """The training loop ended before ``num_train_iter``."""
 
 
+class RunStopped(RuntimeError):
+    """SIGTERM / SIGUSR1 / SIGUSR2 (a Slurm preemption or time limit, ``kill``): the run saved
+    its checkpoint at the end of the step and stopped; ``--set resume=true`` continues it."""
+
+    def __init__(self, it: int, signum: int) -> None:
+        import signal
+
+        self.it, self.signal = it, signal.Signals(signum).name
+        super().__init__(f"stopped by {self.signal} after iteration {it}; the checkpoint is "
+                         "saved, --set resume=true continues the run exactly")
+
+
+#: exit status of a run stopped by a signal after saving (EX_TEMPFAIL: try again)
+EXIT_STOPPED = 75
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+
+
+def _stop_hook(run_dir: Path):
+    """Stop at the end of the step a stop signal arrived in, after saving the checkpoint.
+    Under torchrun the processes agree first (any one signalled stops all at the same step)."""
+    import signal
+
+    from semilearn.core.hooks import Hook
+
+    class StopHook(Hook):
+        def before_run(self, algorithm):
+            self.signum = 0
+
+            def handler(signum, frame):
+                self.signum = signum
+            self.previous = {}
+            for name in STOP_SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    try:
+                        self.previous[sig] = signal.signal(sig, handler)
+                    except ValueError:  # not the main thread: no handlers, no graceful stop
+                        pass
+
+        def after_train_step(self, algorithm):
+            signum = self.signum
+            if algorithm.distributed:
+                import torch
+                import torch.distributed as dist
+
+                flag = torch.tensor([signum], device=algorithm.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                signum = int(flag.item())
+            if not signum:
+                return
+            done = algorithm.it + 1
+            if getattr(algorithm, "_latest_saved_it", None) != done:
+                algorithm.save_model("latest_model.pth", str(run_dir))
+            raise RunStopped(done, signum)
+
+        def after_run(self, algorithm):
+            for sig, old in self.previous.items():
+                signal.signal(sig, old)
+
+    return StopHook()
+
+
 def _progress_hook(total: int):
     from semilearn.core.hooks import Hook
     from tqdm import tqdm
@@ -485,10 +550,15 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                           "MetricsHook", "LOWEST")
     if cfg.get("progress", True):
         alg.register_hook(_progress_hook(alg.num_train_iter), "ProgressHook", "LOWEST")
+    alg.register_hook(_stop_hook(run_dir), "StopHook", "LOWEST")
     from dm_ssl.algorithms import CheckpointWriteError, NonFiniteLossError
 
     try:
         alg.train()
+    except RunStopped as err:
+        _write_results(run_dir, cfg, info, status="interrupted", reason=str(err),
+                       iterations=err.it, num_train_iter=alg.num_train_iter)
+        raise
     except NonFiniteLossError as err:  # the run's record says so; checkpoints stay as they were
         _write_results(run_dir, cfg, info, status="failed", reason=str(err),
                        iterations=err.it, terms=err.terms)
@@ -626,7 +696,136 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fgsm", type=float, metavar="EPS", help="FGSM error at ℓ∞ ε (8/255: 0.0314)")
     ev.add_argument("--occlusion", action="store_true", help="accuracy vs occluded share")
     ev.add_argument("--mixed", metavar="MIXER", help="mixed-sample top-1/top-2 with this mixer")
+    sw = sub.add_parser("sweep", help="run a table's grid (dm_ssl.experiments.tables)")
+    sw.add_argument("table", help="a table name (dm-ssl sweep --list shows them)", nargs="?")
+    sw.add_argument("--list", action="store_true", help="list the tables and exit")
+    sw.add_argument("--runs-dir", default="runs",
+                    help="runs go to RUNS_DIR/<table>/<cell>_s<seed> (default: runs)")
+    sw.add_argument("--seeds", type=int, nargs="+", help="default: the table's (0 1 2 mostly)")
+    sw.add_argument("--only", metavar="PATTERN", help="glob on cell id, setting or method")
+    sw.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                    help="local: subprocesses on this machine; slurm: a submitit job array")
+    sw.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    sw.add_argument("--retry-failed", action="store_true",
+                    help="move failed runs aside (kept) and start them again")
+    sw.add_argument("--data-dir", help="sets data_dir of every run")
+    sw.add_argument("--device", help="sets device of every run (cpu, cuda)")
+    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key in every run's config (repeatable)")
+    sw.add_argument("--parallel", type=int, default=1, help="local: runs at a time")
+    sw.add_argument("--gpus-per-run", type=int, default=1,
+                    help="more than 1: each run is a torchrun DDP job (default: 1)")
+    sw.add_argument("--cpus-per-run", type=int, default=8, help="slurm: cpus per task")
+    sw.add_argument("--time", type=int, default=24 * 60, metavar="MINUTES",
+                    help="slurm: time limit of each task (it requeues itself at the limit)")
+    sw.add_argument("--partition", help="slurm partition")
+    sw.add_argument("--account", help="slurm account")
+    sw.add_argument("--mem-gb", type=int, help="slurm: memory per task")
+    sw.add_argument("--max-parallel", type=int, default=64, help="slurm: array parallelism")
+    sw.add_argument("--cluster", choices=("slurm", "local", "debug"),
+                    help="submitit cluster (default: slurm when sbatch is there)")
+    rp = sub.add_parser("report", help="mean ± std per table cell beside the paper's number")
+    rp.add_argument("runs", nargs="+", metavar="RUNS_DIR",
+                    help="folders searched for results.json (sweeps' --runs-dir)")
+    rp.add_argument("--table", help="only this table (default: every table found)")
+    rp.add_argument("--format", choices=("md", "csv", "latex"), default="md")
+    rp.add_argument("--metric", help="results.json key (default: the table's, e.g. best_acc)")
+    rp.add_argument("--plots", metavar="DIR", help="write accuracy / mask-ratio plots here")
+    rp.add_argument("--output", metavar="FILE", help="write the table here (default: stdout)")
     return parser
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    from dm_ssl.experiments import sweep as sw
+    from dm_ssl.experiments.tables import TABLES, get_table
+
+    if args.list or not args.table:
+        for name, build in TABLES.items():
+            t = build()
+            print(f"{name:<13} {len(t.cells):>3} cells x {len(t.seeds)} seeds  {t.title}")
+        return 0
+    try:
+        table = get_table(args.table)
+    except KeyError as err:
+        raise ConfigError(str(err.args[0])) from None
+    overrides = apply_overrides({}, args.overrides)
+    for key, value in (("data_dir", args.data_dir), ("device", args.device)):
+        if value is not None:
+            overrides[key] = value
+    try:
+        specs = sw.expand(table, Path(args.runs_dir), seeds=args.seeds, only=args.only,
+                          overrides=overrides)
+    except sw.SweepError as err:
+        raise ConfigError(str(err)) from None
+    steps = sw.plan(specs)
+    counts: Dict[str, int] = {}
+    for row in steps:
+        counts[row["action"]] = counts.get(row["action"], 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+    print(f"table {table.name}: {len(specs)} runs ({summary})")
+    if args.dry_run:
+        for spec, row in zip(specs, steps):
+            print(f"  {row['run']:<48} {row['status']:<12} {row['action']:<14} "
+                  f"{' '.join(sw.train_command(spec, args.gpus_per_run)[1:])}")
+        return 0
+    if args.retry_failed:
+        for spec, row in zip(specs, steps):
+            if row["status"] == "failed":
+                sw._retry(spec)
+    if args.launcher == "local" and args.cluster is None:
+        import signal
+
+        def stop(signum, frame):  # SIGTERM like Ctrl-C: the runs save and stop
+            raise KeyboardInterrupt
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            results = sw.run_local(specs, parallel=args.parallel,
+                                   gpus_per_run=args.gpus_per_run)
+        except KeyboardInterrupt:
+            print("dm-ssl sweep: stopped; the running runs saved their checkpoints — the same "
+                  "command continues the sweep", file=sys.stderr)
+            return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        bad = [r for r in results if r["status"] != "finished"]
+        print(f"{len(results) - len(bad)} runs finished, {len(bad)} not"
+              + (f": {', '.join(r['run'] for r in bad)}" if bad else ""))
+        return 1 if bad else 0
+    jobs = sw.run_submitit(specs, Path(args.runs_dir) / table.name / ".submitit",
+                           cluster=args.cluster, gpus_per_run=args.gpus_per_run,
+                           cpus_per_run=args.cpus_per_run, time_min=args.time,
+                           partition=args.partition, account=args.account,
+                           max_parallel=args.max_parallel, mem_gb=args.mem_gb)
+    print(f"submitted {len(jobs)} runs" + (f" (job {jobs[0].job_id.split('_')[0]})" if jobs
+                                          else " (nothing to do)"))
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from dm_ssl.experiments import report as rp
+    from dm_ssl.experiments.tables import get_table
+
+    table = None
+    if args.table:
+        try:
+            table = get_table(args.table)
+        except KeyError as err:
+            raise ConfigError(str(err.args[0])) from None
+    runs = rp.load_runs([Path(p) for p in args.runs], metric=args.metric)
+    if not runs:
+        raise ConfigError(f"no runs (run.json) under {', '.join(args.runs)}")
+    cells, left_out = rp.aggregate(runs, table)
+    metric = args.metric or (table.metric if table else "the table's metric")
+    text = rp.render(cells, left_out, args.format, title=table.title if table else "",
+                     metric=metric)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
+    if args.plots:
+        for path in rp.plot(runs, Path(args.plots)):
+            print(f"plot: {path}", file=sys.stderr)
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -639,6 +838,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if value is not None:
                     cfg[key] = value
             train(cfg)
+        elif args.command == "sweep":
+            return sweep_command(args)
+        elif args.command == "report":
+            return report_command(args)
         else:
             evaluate(args.checkpoint, args.data_dir, args.device, fgsm_eps=args.fgsm,
                      occlusion=args.occlusion, mixed=args.mixed)
@@ -649,6 +852,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         from dm_ssl.algorithms import CheckpointError, CheckpointWriteError, NonFiniteLossError
         from dm_ssl.data import DatasetError
 
+        if isinstance(err, RunStopped):
+            print(f"dm-ssl: {err}", file=sys.stderr)
+            return EXIT_STOPPED
         if isinstance(err, (NonFiniteLossError, RunIncompleteError, CheckpointWriteError)):
             print(f"dm-ssl: run failed: {err}", file=sys.stderr)
             return 1

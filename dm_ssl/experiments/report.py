@@ -1,0 +1,247 @@
+"""``dm-ssl report``: a table's runs, mean ± std over seeds per cell, beside the reference.
+
+    dm-ssl report runs/A8 [--table A8] [--format md|csv|latex] [--metric best_acc]
+                  [--plots DIR]
+
+Runs are found under the given directories (any depth) by their ``run.json``; each belongs to
+the cell its ``experiment`` names. Only runs whose ``results.json`` says ``finished`` are
+averaged; the others (interrupted, failed, still running, no result) are listed below the
+table with their status and iteration, never averaged in. With ``--table`` the rows follow the
+table's definition and cells without runs are shown (n = 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from dm_ssl.records import METRICS_FILE, RESULTS_FILE, RUN_FILE, read_json, read_metrics
+
+FORMATS = ("md", "csv", "latex")
+
+
+@dataclass
+class RunRow:
+    path: Path
+    table: str
+    cell: str
+    setting: str
+    method: str
+    seed: Any
+    status: str
+    metric: Optional[float]
+    reference: Optional[float]
+    iterations: Optional[int] = None
+    reason: Optional[str] = None
+
+
+@dataclass
+class CellRow:
+    table: str
+    cell: str
+    setting: str
+    method: str
+    values: List[float] = field(default_factory=list)   # % over finished seeds
+    seeds: List[Any] = field(default_factory=list)
+    reference: Optional[float] = None
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> Optional[float]:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> Optional[float]:
+        if not self.values:
+            return None
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    @property
+    def diff(self) -> Optional[float]:
+        if self.mean is None or self.reference is None:
+            return None
+        return self.mean - self.reference
+
+
+def find_runs(paths: Sequence[Path]) -> List[Path]:
+    """Run directories (holding ``run.json``) under ``paths``, sorted."""
+    found = set()
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"runs directory {root} not found")
+        if (root / RUN_FILE).is_file():
+            found.add(root)
+        found.update(p.parent for p in root.rglob(RUN_FILE))
+    return sorted(found)
+
+
+def load_runs(paths: Sequence[Path], metric: Optional[str] = None) -> List[RunRow]:
+    rows = []
+    for run in find_runs(paths):
+        record = read_json(run / RUN_FILE) or {}
+        exp = record.get("experiment") or {}
+        results = read_json(run / RESULTS_FILE) or {}
+        status = results.get("status") or ("running" if (run / ".sweep.lock").exists()
+                                           else "no result")
+        key = metric or exp.get("metric") or "best_acc"
+        value = results.get(key) if status == "finished" else None
+        if value is not None and not (isinstance(value, (int, float))
+                                      and math.isfinite(value)):
+            value = None
+        rows.append(RunRow(
+            path=run, table=exp.get("table", "-"), cell=exp.get("cell", run.name),
+            setting=exp.get("setting", record.get("dataset", "-")),
+            method=exp.get("method", record.get("algorithm", "-")),
+            seed=record.get("seed"), status=status,
+            metric=None if value is None else 100.0 * float(value),
+            reference=exp.get("reference"), iterations=results.get("iterations"),
+            reason=results.get("reason")))
+    return rows
+
+
+def aggregate(runs: Sequence[RunRow], table: Any = None) -> Tuple[List[CellRow], List[RunRow]]:
+    """Per-cell rows (in the table's order with ``table``) and the runs left out."""
+    cells: Dict[Tuple[str, str], CellRow] = {}
+    if table is not None:
+        for c in table.cells:
+            cells[(table.name, c.id)] = CellRow(table.name, c.id, c.setting, c.method,
+                                                reference=c.reference)
+    left_out = []
+    for r in runs:
+        if table is not None and r.table != table.name:
+            continue
+        key = (r.table, r.cell)
+        row = cells.setdefault(key, CellRow(r.table, r.cell, r.setting, r.method,
+                                            reference=r.reference))
+        if r.metric is None:
+            left_out.append(r)
+            continue
+        row.values.append(r.metric)
+        row.seeds.append(r.seed)
+    return list(cells.values()), left_out
+
+
+def _fmt(value: Optional[float], digits: int = 2, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+HEADER = ("setting", "method", "n", "mean", "std", "reference", "diff")
+
+
+def render(cells: Sequence[CellRow], left_out: Sequence[RunRow], fmt: str = "md",
+           title: str = "", metric: str = "best_acc") -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    rows = [(c.setting, c.method, str(c.n), _fmt(c.mean), _fmt(c.std), _fmt(c.reference),
+             _fmt(c.diff, sign=True)) for c in cells]
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(("table", "cell") + HEADER + ("seeds",))
+        for c, row in zip(cells, rows):
+            writer.writerow((c.table, c.cell) + row + (" ".join(map(str, c.seeds)),))
+        for r in left_out:
+            writer.writerow((r.table, r.cell, r.setting, r.method, "0", "", "", "", "",
+                             f"{r.status} seed {r.seed} at {r.iterations}"))
+        return buf.getvalue()
+    out = []
+    if fmt == "md":
+        if title:
+            out.append(f"**{title}** — top-1 % ({metric}), mean ± std over finished seeds\n")
+        out.append("| setting | method | n | top-1 (%) | reference | diff |")
+        out.append("|---|---|---|---|---|---|")
+        for row in rows:
+            mean = "-" if row[3] == "-" else f"{row[3]} ± {row[4]}"
+            out.append(f"| {row[0]} | {row[1]} | {row[2]} | {mean} | {row[5]} | {row[6]} |")
+        if left_out:
+            out.append("\nNot averaged (not finished):\n")
+            for r in left_out:
+                out.append(f"- {r.cell} seed {r.seed}: {r.status}"
+                           + (f" at iteration {r.iterations}" if r.iterations else "")
+                           + (f" ({r.reason})" if r.reason else "") + f" — {r.path}")
+        return "\n".join(out) + "\n"
+    # latex (booktabs)
+    def tex(s: str) -> str:
+        return (s.replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
+                .replace("_", r"\_").replace("#", r"\#"))
+    out.append(r"\begin{tabular}{llrrrr}")
+    out.append(r"\toprule")
+    out.append(r"setting & method & $n$ & top-1 (\%) & reference & diff \\")
+    out.append(r"\midrule")
+    for row in rows:
+        mean = "--" if row[3] == "-" else f"{row[3]} $\\pm$ {row[4]}"
+        ref, diff = ("--" if v == "-" else v for v in (row[5], row[6]))
+        out.append(f"{tex(row[0])} & {tex(row[1])} & {row[2]} & {mean} & {ref} & {diff} "
+                   r"\\")
+    out.append(r"\bottomrule")
+    out.append(r"\end{tabular}")
+    for r in left_out:
+        out.append(f"% not averaged: {tex(r.cell)} seed {r.seed}: {r.status}")
+    return "\n".join(out) + "\n"
+
+
+# -- plots -------------------------------------------------------------------------------------
+def _curves(runs: Sequence[RunRow], key: str) -> Dict[Tuple[str, str], List[List[Tuple]]]:
+    out: Dict[Tuple[str, str], List[List[Tuple]]] = {}
+    for r in runs:
+        if r.status != "finished" or not (r.path / METRICS_FILE).exists():
+            continue
+        pts = [(row["it"], row[key]) for row in read_metrics(r.path)
+               if isinstance(row.get(key), (int, float))]
+        if pts:
+            out.setdefault((r.setting, r.method), []).append(pts)
+    return out
+
+
+PLOT_KEYS = (("eval/top-1-acc", "test top-1 (%)", 100.0),
+             ("train/util_ratio", "mask ratio", 1.0),
+             ("train/pl_acc", "pseudo-label accuracy", 1.0))
+
+
+def plot(runs: Sequence[RunRow], folder: Path) -> List[Path]:
+    """Per setting and logged quantity: the methods' curves, mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key, label, scale in PLOT_KEYS:
+        curves = _curves(runs, key)
+        for setting in dict.fromkeys(s for s, _ in curves):
+            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            for (s, method), seeds in curves.items():
+                if s != setting:
+                    continue
+                n = min(len(p) for p in seeds)
+                its = [it for it, _ in seeds[0][:n]]
+                vals = np.array([[v for _, v in p[:n]] for p in seeds]) * scale
+                mean, std = vals.mean(0), vals.std(0)
+                ax.plot(its, mean, label=f"{method} (n={len(seeds)})")
+                ax.fill_between(its, mean - std, mean + std, alpha=0.2)
+            ax.set_xlabel("iteration")
+            ax.set_ylabel(label)
+            ax.set_title(setting)
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best", fontsize=8)
+            fig.tight_layout()
+            name = "".join(ch if ch.isalnum() else "_" for ch in f"{setting}_{key}").strip("_")
+            path = folder / f"{name}.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+    return written

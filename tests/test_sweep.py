@@ -1,0 +1,163 @@
+"""dm-ssl sweep / report end to end on the digits smoke table (real subprocesses, CPU)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("semilearn")
+
+from dm_ssl import cli, records  # noqa: E402
+from dm_ssl.experiments import report, sweep  # noqa: E402
+from dm_ssl.experiments.tables import TABLES, get_table  # noqa: E402
+
+LONG = ["--set", "num_train_iter=80", "--set", "num_eval_iter=50", "--set", "num_log_iter=5"]
+
+
+def _env():
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+
+
+def _wait(pred, what, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_every_table_expands_and_validates(tmp_path):
+    for name in TABLES:
+        table = get_table(name)
+        specs = sweep.expand(table, tmp_path, seeds=[0])
+        assert len(specs) == len(table.cells)
+        assert len({s.run_dir for s in specs}) == len(specs)
+    a8 = get_table("a8")
+    refs = {(c.setting, c.method): c.reference for c in a8.cells}
+    assert refs[("CIFAR-100 R-18 Mixup 15%", "DM(CE)")] == 44.39     # spec §9
+    assert refs[("CIFAR-100 R-18 vanilla 50%", "vanilla")] == 64.32
+    spec = sweep.expand(a8, tmp_path, only="*vanilla*", seeds=[2])[0]
+    assert spec.config["mix_prob"] == 0.0 and spec.config["seed"] == 2
+    assert spec.config["experiment"] == {"table": "A8", "cell": spec.cell, "setting":
+                                         "CIFAR-100 R-18 vanilla 15%", "method": "vanilla",
+                                         "reference": 42.48, "metric": "best_acc"}
+    with pytest.raises(sweep.SweepError, match="cell fixmatch: .*'lr'"):
+        sweep.expand(get_table("digits_smoke"), tmp_path, overrides={"lr": "fast"})
+    with pytest.raises(KeyError, match="known tables"):
+        get_table("A99")
+
+
+def test_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):
+    run = tmp_path / "run"
+    sweep.acquire(run)
+    assert sweep.run_status(run) == "running"
+    with pytest.raises(sweep.SweepError, match="not starting it twice"):
+        sweep.acquire(run)
+    sweep.release(run)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (run / sweep.LOCK_FILE).write_text(json.dumps({"host": os.uname().nodename,
+                                                    "pid": int(dead), "job": None}))
+    assert sweep.run_status(run) == "new"
+    sweep.acquire(run)                                      # stale: taken over
+    sweep.release(run)
+    assert not (run / sweep.LOCK_FILE).exists()
+
+
+def _main_sweep(capsys, runs, *args):
+    """``dm-ssl sweep`` in this process (its runs are still subprocesses)."""
+    capsys.readouterr()
+    code = cli.main(["sweep", "digits_smoke", "--runs-dir", str(runs), "--device", "cpu", *args])
+    return code, capsys.readouterr().out
+
+
+def test_sweep_interrupted_then_rerun_finishes_only_what_is_missing(tmp_path, capsys,
+                                                                   monkeypatch):
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "dm_ssl.cli", "sweep", "digits_smoke",
+                             "--runs-dir", str(runs), "--device", "cpu", "--seeds", "0", *LONG],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env())
+    table = runs / "digits_smoke"
+    first, second = table / "fixmatch_s0", table / "fixmatch_dm_s0"
+    _wait(lambda: len(records.read_metrics(second)) >= 2, "the second run to start")
+    proc.send_signal(signal.SIGTERM)                         # like a Ctrl-C or a scheduler
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "the same command continues" in err
+    assert records.read_json(first / "results.json")["status"] == "finished"
+    stopped = records.read_json(second / "results.json")
+    assert stopped["status"] == "interrupted" and "SIGTERM" in stopped["reason"]
+    finished_before = (first / "results.json").read_bytes()
+
+    code, plan = _main_sweep(capsys, runs, "--seeds", "0", "--dry-run", *LONG)
+    assert code == 0 and "fixmatch_s0" in plan and "1 skip, 1 resume" in plan
+    code, again = _main_sweep(capsys, runs, "--seeds", "0", *LONG)
+    assert code == 0, again
+    assert "1 runs finished, 0 not" in again
+    assert (first / "results.json").read_bytes() == finished_before   # not started twice
+    assert len(records.read_json(first / "run.json")["starts"]) == 1
+    starts = records.read_json(second / "run.json")["starts"]
+    assert len(starts) == 2 and starts[1]["iteration"] == stopped["iterations"]
+    assert records.read_json(second / "results.json")["status"] == "finished"
+
+    # a crashed run (NaN loss) beside them: listed by the report, never averaged
+    code, crash = _main_sweep(capsys, runs, "--seeds", "1", "--only", "fixmatch_dm",
+                              "--set", "lr=1e30", *LONG)
+    assert code == 1 and "0 runs finished, 1 not" in crash
+    _, skip = _main_sweep(capsys, runs, "--seeds", "1", "--only", "fixmatch_dm",
+                          "--set", "lr=1e30", "--dry-run", *LONG)
+    assert "skip (failed)" in skip
+
+    results = {p.parent.name: records.read_json(p)
+               for p in table.glob("*/results.json")}
+    rows = report.load_runs([runs])
+    cells, left_out = report.aggregate(rows, get_table("digits_smoke"))
+    by = {c.cell: c for c in cells}
+    assert by["fixmatch"].n == 1 and by["fixmatch_dm"].n == 1      # the failed seed left out
+    assert by["fixmatch_dm"].mean == pytest.approx(100 * results["fixmatch_dm_s0"]["final_acc"])
+    assert [(r.cell, r.seed, r.status) for r in left_out] == [("fixmatch_dm", 1, "failed")]
+    for fmt in ("md", "csv", "latex"):
+        code = cli.main(["report", str(runs), "--table", "digits_smoke", "--format", fmt,
+                         "--output", str(tmp_path / f"t.{fmt}")])
+        assert code == 0
+    md = (tmp_path / "t.md").read_text()
+    assert "| digits smoke | FixMatch + DM(CE) | 1 |" in md
+    assert "fixmatch_dm seed 1: failed at iteration" in md and "non-finite" in md
+    csv = (tmp_path / "t.csv").read_text().splitlines()
+    assert csv[0].startswith("table,cell,setting,method,n,mean,std,reference,diff")
+    assert any(line.startswith("digits_smoke,fixmatch_dm,digits smoke") and ",0," in line
+               and "failed seed 1" in line for line in csv)
+    tex = (tmp_path / "t.latex").read_text()
+    assert r"\begin{tabular}" in tex and r"FixMatch + DM(CE) & 1 &" in tex
+    plots = tmp_path / "plots"
+    assert cli.main(["report", str(runs), "--plots", str(plots)]) == 0
+    assert any("top_1_acc" in p.name for p in plots.iterdir())
+
+
+def test_submitit_local_executor_requeues_a_preempted_run_which_resumes(tmp_path):
+    submitit = pytest.importorskip("submitit")  # noqa: F841
+    table = get_table("digits_smoke")
+    specs = sweep.expand(table, tmp_path, seeds=[0], only="fixmatch_dm",
+                         overrides={"device": "cpu", "num_train_iter": 200, "num_eval_iter": 50,
+                                    "num_log_iter": 5})
+    run = Path(specs[0].run_dir)
+    jobs = sweep.run_submitit(specs, tmp_path / ".submitit", cluster="local", gpus_per_run=0,
+                              time_min=10)
+    assert len(jobs) == 1
+    _wait(lambda: len(records.read_metrics(run)) >= 2, "the run to start")
+    lock = json.loads((run / sweep.LOCK_FILE).read_text())  # the job function's process
+    os.kill(lock["pid"], signal.SIGUSR2)                    # submitit's preemption signal
+    out = jobs[0].result()
+    assert out["status"] == "finished" and out["returncode"] == 0
+    starts = records.read_json(run / "run.json")["starts"]
+    assert len(starts) == 2 and starts[1]["resumed_from"].endswith("latest_model.pth")
+    assert "requeue" in (jobs[0].stderr() or "").lower() + (jobs[0].stdout() or "").lower()
+    assert not (run / sweep.LOCK_FILE).exists()
