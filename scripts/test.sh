@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 .venv/bin/ruff check dm_ssl tests scripts
-.venv/bin/python -m pytest -q "$@"
+# -n 2: two worker processes (pytest-xdist); pass -n 0 to run serially.
+.venv/bin/python -m pytest -q -n 2 "$@"

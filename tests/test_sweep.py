@@ -161,3 +161,31 @@ def test_submitit_local_executor_requeues_a_preempted_run_which_resumes(tmp_path
     assert len(starts) == 2 and starts[1]["resumed_from"].endswith("latest_model.pth")
     assert "requeue" in (jobs[0].stderr() or "").lower() + (jobs[0].stdout() or "").lower()
     assert not (run / sweep.LOCK_FILE).exists()
+
+
+def test_ablation_tables_carry_their_parameter_to_the_report_plot(tmp_path):
+    eta = get_table("eta")
+    assert {c.param for c in eta.cells if c.param} == {("eta", v) for v in (0.01, 0.05, 0.1,
+                                                                            0.5, 1.0, 2.0)}
+    assert all(c.reference is None for c in eta.cells)
+    by_id = {c.id: c for c in get_table("xi_t").cells}
+    xi = by_id["cifar100_cifar_resnet18_cutmix_dm_bce_400ep_xi0.6"].config
+    assert (xi["mix_loss"], xi["mix_xi"], xi["mix_t"]) == ("dm_bce", 0.6, 1.0)
+    t = by_id["cifar100_cifar_resnet18_mixup_dm_bce_400ep_t0.25"].config
+    assert (t["mix_xi"], t["mix_t"]) == (1.0, 0.25)
+    # runs as a sweep leaves them (records written by hand: the plot is what is tested)
+    specs = sweep.expand(get_table("eta_digits"), tmp_path, seeds=[0, 1])
+    for i, spec in enumerate(specs):
+        run = Path(spec.run_dir)
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"seed": spec.seed,
+                                                  "experiment": spec.config["experiment"]}))
+        (run / "results.json").write_text(json.dumps({"status": "finished",
+                                                      "final_acc": 0.5 + 0.01 * i}))
+    rows = report.load_runs([tmp_path])
+    params = sorted({r.param for r in rows if r.param})
+    assert params == [("eta", 0.1), ("eta", 0.5), ("eta", 1.0), ("eta", 2.0)]
+    assert sum(r.param is None for r in rows) == 2                  # FixMatch, 2 seeds
+    paths = report.plot_params(rows, tmp_path / "plots")
+    assert [p.name for p in paths] == ["eta_digits_eta_ablation.png"]
+    assert paths[0].stat().st_size > 0

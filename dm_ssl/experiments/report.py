@@ -38,6 +38,7 @@ class RunRow:
     reference: Optional[float]
     iterations: Optional[int] = None
     reason: Optional[str] = None
+    param: Optional[Tuple[str, float]] = None   # an ablation's (hyper-parameter, value)
 
 
 @dataclass
@@ -104,7 +105,8 @@ def load_runs(paths: Sequence[Path], metric: Optional[str] = None) -> List[RunRo
             seed=record.get("seed"), status=status,
             metric=None if value is None else 100.0 * float(value),
             reference=exp.get("reference"), iterations=results.get("iterations"),
-            reason=results.get("reason")))
+            reason=results.get("reason"),
+            param=tuple(exp["param"]) if exp.get("param") else None))
     return rows
 
 
@@ -210,7 +212,8 @@ PLOT_KEYS = (("eval/top-1-acc", "test top-1 (%)", 100.0),
 
 
 def plot(runs: Sequence[RunRow], folder: Path) -> List[Path]:
-    """Per setting and logged quantity: the methods' curves, mean ± std over seeds."""
+    """Per setting and logged quantity: the methods' curves, mean ± std over seeds; for an
+    ablation's runs also the metric against the swept hyper-parameter (:func:`plot_params`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,4 +247,57 @@ def plot(runs: Sequence[RunRow], folder: Path) -> List[Path]:
             fig.savefig(path, dpi=110)
             plt.close(fig)
             written.append(path)
+    return written + plot_params(runs, folder)
+
+
+PARAM_LABELS = {"eta": "η", "xi": "ξ", "t": "t"}
+
+
+def plot_params(runs: Sequence[RunRow], folder: Path) -> List[Path]:
+    """Ablations: per (table, hyper-parameter), the metric (mean ± std over finished seeds)
+    against the value, one line per setting; the cells without the parameter (the baselines of
+    the same setting) as dashed horizontal lines."""
+    groups: Dict[Tuple[str, str], Dict[str, Dict[float, List[float]]]] = {}
+    for r in runs:
+        if r.param and r.metric is not None:
+            per = groups.setdefault((r.table, r.param[0]), {}).setdefault(r.setting, {})
+            per.setdefault(float(r.param[1]), []).append(r.metric)
+    if not groups:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    written = []
+    for (table, name), settings in groups.items():
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for setting, by_value in settings.items():
+            xs = sorted(by_value)
+            mean = np.array([np.mean(by_value[x]) for x in xs])
+            std = np.array([np.std(by_value[x]) for x in xs])
+            line, = ax.plot(xs, mean, marker="o", label=setting)
+            ax.fill_between(xs, mean - std, mean + std, alpha=0.2, color=line.get_color())
+            for method in dict.fromkeys(b.method for b in runs if b.table == table
+                                        and b.setting == setting and b.param is None):
+                base = [b.metric for b in runs if b.table == table and b.setting == setting
+                        and b.method == method and b.param is None and b.metric is not None]
+                if base:
+                    ax.axhline(float(np.mean(base)), ls="--", color=line.get_color(),
+                               alpha=0.6, label=f"{setting}: {method} (n={len(base)})")
+        values = [x for by_value in settings.values() for x in by_value]
+        if min(values) > 0 and max(values) / min(values) > 20:  # η 0.01 … 2: a log axis
+            ax.set_xscale("log")
+        ax.set_xlabel(PARAM_LABELS.get(name, name))
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(f"{table}: accuracy against {PARAM_LABELS.get(name, name)}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        fig.tight_layout()
+        path = Path(folder) / f"{table}_{name}_ablation.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
     return written

@@ -84,7 +84,8 @@ def expand(table: Table, runs_dir: Path, *, seeds: Optional[Sequence[int]] = Non
                    "save_dir": str(root), "save_name": name,
                    "experiment": {"table": table.name, "cell": cell.id, "setting": cell.setting,
                                   "method": cell.method, "reference": cell.reference,
-                                  "metric": table.metric}}
+                                  "metric": table.metric,
+                                  **({"param": list(cell.param)} if cell.param else {})}}
             cfg.pop("resume", None)
             try:
                 cli.validate(dict(cfg))
