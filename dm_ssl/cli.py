@@ -34,6 +34,7 @@ DM_SSL_KEYS: Dict[str, Any] = {
     "device": None,            # cpu | cuda | cuda:1 ...; default: cuda when available
     "channels_last": True,     # 1.65x faster WRN-28-2 steps on CPU, same loss (bench_step.py)
     "progress": True,          # a progress bar with the live losses
+    "sync_bn": False,          # torchrun: BN statistics over all processes (SyncBatchNorm)
     "dataset_options": {},     # passed to the dataset reader (digits: size, channels, ...)
     "hflip": None,             # horizontal flip in the weak/strong views (default per dataset)
     "in_channels": 3,          # input channels of dm_ssl's own nets (small_cnn)
@@ -56,6 +57,9 @@ DM_SSL_KEYS: Dict[str, Any] = {
     "crop_pct": None,          # test-time centre-crop ratio (default 0.875; RSB A3 0.95)
     "eval_img_size": None,     # test side when it differs from img_size (RSB A3: 224)
     "net_options": {},         # extra net keywords, e.g. drop_path_rate for timm models
+    # end-of-training evaluation (Figure A1): mixed-sample top-1/top-2 of the EMA weights on the
+    # evaluation set mixed at λ = 0.5 by each named mixer, into results.json
+    "eval_mixed": "",          # comma-separated mixer names, e.g. "mixup,cutmix"
     # run records (dm_ssl.records)
     "experiment": {},          # the table cell a run belongs to (set by dm-ssl sweep)
 }
@@ -150,6 +154,8 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     for key in ("randaugment_n", "randaugment_m"):
         if out[key] < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {out[key]!r}")
+    out["eval_mixed"] = _mixer_list("eval_mixed", out["eval_mixed"])
+    _check_learned_eval(out)
     for key in ("net_options", "experiment"):
         if not isinstance(out[key], dict):
             raise ConfigError(f"config key {key!r} must be a mapping, got {out[key]!r}")
@@ -230,6 +236,34 @@ def check_device(device: Optional[str], key: str) -> None:
         have = f"{n} CUDA device(s)" if n else "no CUDA device (torch.cuda.is_available() is False)"
         raise ConfigError(f"{key} {device!r} is not available: this machine has {have}; "
                           "use device=cpu" + (f" or cuda:0..{n - 1}" if n else ""))
+
+
+def _mixer_list(key: str, value: Any) -> str:
+    """A comma-separated list (or a YAML list) of known mixer names, normalised to a string."""
+    from dm_ssl.mixers import MIXERS
+
+    names = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    names = [str(n).strip() for n in names if str(n).strip()]
+    unknown = [n for n in names if n not in MIXERS]
+    if unknown:
+        raise ConfigError(f"config key {key!r}: unknown mixer(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(MIXERS))})")
+    return ",".join(dict.fromkeys(names))
+
+
+def _check_learned_eval(cfg: Dict[str, Any]) -> None:
+    """A learned mixer's eval masks come from the run's own trained Mix Block: refuse, before
+    training, an ``eval_mixed`` learned mixer that the run does not train."""
+    from dm_ssl.mixers import MIXERS
+
+    trained = {n.strip() for key in ("mix_mixers", "dm_mixer")
+               for n in str(cfg.get(key) or "").split(",")}
+    missing = [n for n in filter(None, cfg["eval_mixed"].split(","))
+               if getattr(MIXERS[n], "learned", False) and n not in trained]
+    if missing:
+        raise ConfigError(f"config key 'eval_mixed': {', '.join(missing)} is a learned mixer and "
+                          "this run does not train one (its masks come from the run's own Mix "
+                          "Block)")
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -532,6 +566,9 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
         check_resume_config(cfg, run_dir)
     resolved = dict(cfg)  # what config.yaml records: the user's (global) settings
     cfg = init_distributed(cfg)
+    if cfg.get("sync_bn") and cfg["distributed"] and not str(cfg["device"]).startswith("cuda"):
+        raise ConfigError(f"config key 'sync_bn': torch's SyncBatchNorm runs on CUDA devices "
+                          f"only (device is {cfg['device']}); leave it false on CPU")
     set_seed(cfg["seed"])
     alg, info, run_dir = prepare_run(cfg)
     resumed_from = None
@@ -581,6 +618,10 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
         "best_acc": float(alg.best_eval_acc), "best_it": int(alg.best_it) + 1,
         "final_acc": final["eval/top-1-acc"], "final_it": alg.it,
     }
+    for name in filter(None, cfg["eval_mixed"].split(",")):  # fractions, like the accuracies
+        mixed = robustness(alg, info, None, False, name)[f"mixed_{name}"]
+        results.update({f"mixed_{name}_top1": mixed["top1"] / 100,
+                         f"mixed_{name}_top2": mixed["top2"] / 100})
     _write_results(run_dir, cfg, info, **results)
     results = {"algorithm": cfg["algorithm"], "dataset": info.name,
                "num_labels": info.num_labels, "seed": cfg["seed"], **results}

@@ -34,32 +34,17 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-METHODS: Dict[str, Dict[str, Any]] = {
-    "no mixing": {"mix_prob": 0.0, "mix_loss": "mce"},
-    **{f"{mixer} {name}": {"mix_mixers": mixer, **loss}
-       for mixer in ("mixup", "cutmix")
-       for name, loss in (("MCE", {"mix_loss": "mce"}),
-                          ("DM(CE) η=0.1", {"mix_loss": "dm_ce", "mix_eta": 0.1}),
-                          ("DM(CE) η=1", {"mix_loss": "dm_ce", "mix_eta": 1.0}))},
-}
-LEARNED: Dict[str, Dict[str, Any]] = {
-    f"{mixer} {name}": {"mix_mixers": mixer, "mix_alpha": "2.0", **loss}
-    for mixer in ("mixup", "automix", "samix")
-    for name, loss in (("MCE", {"mix_loss": "mce"}),
-                       ("DM(CE) η=1", {"mix_loss": "dm_ce", "mix_eta": 1.0}))
-}
+from dm_ssl.experiments.tables import A1_EVAL_MIXERS as EVAL_MIXERS
+from dm_ssl.experiments.tables import A1_LEARNED as LEARNED
+from dm_ssl.experiments.tables import A1_STATIC as METHODS
+from dm_ssl.experiments.tables import a1_config
+
+# the runs are the A1_digits / A1_digits_learned tables' (dm-ssl sweep A1_digits runs the same)
 SETS = {"static": METHODS, "learned": LEARNED}
-EVAL_MIXERS = ("mixup", "cutmix")
 
 
 def base_config(iters: int) -> Dict[str, Any]:
-    return {
-        "algorithm": "supervised_mixup", "dataset": "digits", "net": "small_cnn",
-        "in_channels": 1, "channels_last": False, "batch_size": 32, "eval_batch_size": 600,
-        "num_train_iter": iters, "epoch": 1, "num_eval_iter": iters, "num_log_iter": iters,
-        "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "ema_m": 0.99, "mix_alpha": "1.0",
-        "num_workers": 0, "device": "cpu", "progress": False,
-    }
+    return {**a1_config(iters), "device": "cpu"}
 
 
 def run_one(cfg: Dict[str, Any], own: bool = False) -> Dict[str, Any]:

@@ -104,3 +104,74 @@ def test_torchrun_learned_mixer_then_mixed_eval(tmp_path):
         else:
             assert ev.returncode != 0 and "Traceback" not in ev.stderr
             assert "samix" in ev.stderr and "did not train" in ev.stderr
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent /
+                    "torchrun").exists(), reason="torchrun not installed")
+@pytest.mark.parametrize("alg,extra", [
+    ("fixmatch_dm", {"dm_w_ll": 1.0}),
+    ("supervised_mixup", {"mix_mixers": "mixup", "mix_loss": "dm_ce", "mix_eta": 1.0}),
+])
+def test_ranks_draw_their_own_randomness_and_log_the_mean(tmp_path, alg, extra):
+    """Each process mixes with its own ratios, augments with its own per-sample seeds and
+    seeds its steps apart (the model and split stay shared), and what is logged is the mean
+    of the processes' values (tests/ddp_probe.py records both sides)."""
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump({
+        **extra, "algorithm": alg, "dataset": "digits", "num_labels": 40, "net": "small_cnn",
+        "in_channels": 1, "num_train_iter": 3, "epoch": 1, "num_eval_iter": 3,
+        "num_log_iter": 1, "batch_size": 8, "uratio": 2, "eval_batch_size": 64,
+        "num_workers": 0, "seed": 0, "progress": False, "device": "cpu"}))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PROBE_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", str(ROOT / "tests" / "ddp_probe.py"),
+         "--config", str(cfg), "--save-dir", str(tmp_path / "runs")],
+        capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    # mixing: both ranks mixed, with different ratios
+    assert r0["lam"] and len(r0["lam"]) == len(r1["lam"])
+    assert all(a != b for a, b in zip(r0["lam"], r1["lam"]))
+    # augmentation: every sample of a rank has its own seed, no seed shared between ranks
+    assert r0["sample_seeds"] and not set(r0["sample_seeds"]) & set(r1["sample_seeds"])
+    # per-step global RNG seeds differ between the ranks at every step
+    assert len(r0["step_seeds"]) == 3
+    assert all(a != b for a, b in zip(r0["step_seeds"], r1["step_seeds"]))
+    # logs: the logged value is the mean of the ranks' local values, and it is what is written
+    assert len(r0["logs"]) == len(r1["logs"]) == 3
+    run = tmp_path / "runs" / f"{alg}_digits"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [k for k in r0["logs"][0]["local"] if k.endswith("_loss")]
+    assert "train/sup_loss" in losses
+    for step, (a, b) in enumerate(zip(r0["logs"], r1["logs"])):
+        for key in losses:
+            mean = (a["local"][key] + b["local"][key]) / 2
+            assert a["logged"][key] == pytest.approx(mean, rel=1e-6)
+            assert b["logged"][key] == pytest.approx(mean, rel=1e-6)
+            row = next(r for r in rows if r["it"] == step + 1)
+            assert row[key] == pytest.approx(mean, rel=1e-6)
+    assert any(a["local"]["train/sup_loss"] != b["local"]["train/sup_loss"]
+               for a, b in zip(r0["logs"], r1["logs"]))   # the shards do differ
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent /
+                    "torchrun").exists(), reason="torchrun not installed")
+def test_sync_bn_on_cpu_processes_is_refused_before_the_run_starts(tmp_path):
+    """torch's SyncBatchNorm is CUDA-only: on CPU processes the key is named in one line and
+    no run directory is made."""
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "algorithm": "fixmatch_dm", "dataset": "digits", "num_labels": 20, "net": "small_cnn",
+        "in_channels": 1, "num_train_iter": 2, "epoch": 1, "batch_size": 8, "uratio": 2,
+        "num_workers": 0, "progress": False, "device": "cpu", "sync_bn": True}))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "dm_ssl.cli", "train",
+         "--config", str(cfg), "--save-dir", str(tmp_path / "runs")],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert "dm-ssl: error: config key 'sync_bn'" in proc.stderr and "CUDA" in proc.stderr
+    assert "[rank0]: Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()

@@ -189,3 +189,47 @@ def test_ablation_tables_carry_their_parameter_to_the_report_plot(tmp_path):
     paths = report.plot_params(rows, tmp_path / "plots")
     assert [p.name for p in paths] == ["eta_digits_eta_ablation.png"]
     assert paths[0].stat().st_size > 0
+
+
+def test_figure_a1_table_sweeps_and_reports_the_mixed_accuracies(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runs = tmp_path / "runs"
+    short = ["--set", "num_train_iter=30", "--set", "num_eval_iter=30", "--set",
+             "num_log_iter=10"]
+    capsys.readouterr()
+    code = cli.main(["sweep", "A1_digits", "--runs-dir", str(runs), "--device", "cpu",
+                     "--seeds", "0", "--only", "cutmix_mce", *short])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    run = runs / "A1_digits" / "cutmix_mce_s0"
+    res = records.read_json(run / "results.json")
+    assert res["status"] == "finished"
+    # the end-of-training numbers are dm-ssl eval --mixed's on the final checkpoint
+    for mixer in ("mixup", "cutmix"):
+        ev = cli.evaluate(str(run / "latest_model.pth"), mixed=mixer)[f"mixed_{mixer}"]
+        assert res[f"mixed_{mixer}_top1"] == pytest.approx(ev["top1"] / 100)
+        assert res[f"mixed_{mixer}_top2"] == pytest.approx(ev["top2"] / 100)
+        assert 0 <= res[f"mixed_{mixer}_top2"] <= res[f"mixed_{mixer}_top1"] <= 1
+    assert cli.main(["report", str(runs), "--table", "A1_digits",
+                     "--output", str(tmp_path / "a1.md")]) == 0
+    md = (tmp_path / "a1.md").read_text()
+    assert "| Mixup top-1 | Mixup top-2 | CutMix top-1 | CutMix top-2 |" in md
+    row = next(line for line in md.splitlines() if "| cutmix MCE | 1 |" in line)
+    assert f"{100 * res['mixed_cutmix_top2']:.2f} ± 0.00" in row
+    assert "| mixup MCE | 0 | - |" in md                      # not run: no numbers, no error
+    assert cli.main(["report", str(runs), "--table", "A1_digits", "--format", "csv",
+                     "--output", str(tmp_path / "a1.csv")]) == 0
+    assert "CutMix top-2 mean,CutMix top-2 std" in (tmp_path / "a1.csv").read_text()
+
+
+def test_eval_mixed_names_are_checked_before_training():
+    base = {**get_table("A1_digits").cells[1].config, "seed": 0, "save_dir": "/nonexistent"}
+    with pytest.raises(cli.ConfigError, match="'eval_mixed'.*unknown mixer.*mixupp"):
+        cli.validate({**base, "eval_mixed": "mixup,mixupp"})
+    with pytest.raises(cli.ConfigError, match="'eval_mixed'.*automix is a learned mixer"):
+        cli.validate({**base, "eval_mixed": "automix"})
+    assert cli.validate({**base, "eval_mixed": ["cutmix", "mixup", "cutmix"]})[
+        "eval_mixed"] == "cutmix,mixup"
+    learned = get_table("A1_digits_learned").cells[-1].config
+    assert cli.validate({**learned, "seed": 0})["eval_mixed"] == "mixup,cutmix,samix"

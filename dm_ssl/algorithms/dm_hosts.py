@@ -68,7 +68,9 @@ class DecoupledMixupMixin:
         self._dm_capture: Optional[Dict[str, Any]] = None
         self.mixing: Optional[MixingModule] = None
         super().__init__(args, net_builder, tb_log, logger, **kwargs)
-        self.dm = DecoupledMixupTerm(self.dm_cfg, seed=args.seed)
+        # each process draws its own mixing (model init and split stay shared across ranks)
+        self.dm = DecoupledMixupTerm(self.dm_cfg, seed=args.seed,
+                                     rank=self.rank if self.distributed else 0)
         self.dm_use_host_mask = (self.dm_cfg.mask == "host"
                                  or (self.dm_cfg.mask == "auto" and self.dm_host_mask))
 

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from dm_ssl.mixers.base import frozen_bn_stats
 
-from .mixing import MixingModule, MixSpec
+from .mixing import MixingModule, MixSpec, StepGenerators
 
 MASKS = ("auto", "threshold", "host")
 RAMPS = ("none", "cosine")
@@ -126,13 +126,15 @@ class DecoupledMixupTerm:
     The mixing machinery (:class:`~dm_ssl.algorithms.mixing.MixingModule`: mixer, loss, mix
     head) belongs to the trained model, not to this object, so the optimizer, EMA and
     checkpoints see it; it is passed to :meth:`__call__`. The mixing draws use this object's
-    own generator: reproducible, resumable (see :meth:`state_dict`) and independent of the
-    host's randomness.
+    own generators (:class:`~dm_ssl.algorithms.mixing.StepGenerators`, reseeded from
+    ``(seed, rank, it)`` at every step): reproducible, exactly resumable, independent of the
+    host's randomness and of the other processes' draws, with the same mixer choices on all.
     """
 
-    def __init__(self, cfg: DMConfig, seed: int = 0) -> None:
+    def __init__(self, cfg: DMConfig, seed: int = 0, rank: int = 0) -> None:
         self.cfg = cfg
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.rng = StepGenerators(seed, rank)  # per-step draws of this process, shared choices
+        self.generator = self.rng.draws
 
     def state_dict(self) -> Dict[str, Any]:
         return {"generator": self.generator.get_state()}
@@ -160,11 +162,12 @@ class DecoupledMixupTerm:
         w_ll = cfg.w_ll * ramp(cfg.ramp_ll, it, total_it)
         w_lu = cfg.w_lu * ramp(cfg.ramp_lu, it, total_it)
         max_prob, pseudo = probs_ulb_w[:n_l].detach().max(-1)
-        g = self.generator
+        g, choice = self.rng.step(it)
         mixing.schedule(it, total_it, net)  # learned mixers: momentum encoder update
         # w_ll = 0 (the default) skips L_ll: no draws, no forward (a ramp's zero still runs it,
         # so the draws do not depend on the step)
-        ll = (mixing.mix(net, x_lb, y_lb, generator=g, bias_to_a=cfg.bias_ll)
+        ll = (mixing.mix(net, x_lb, y_lb, generator=g, bias_to_a=cfg.bias_ll,
+                         choice_generator=choice)
               if cfg.w_ll > 0 else None)
         p_mix = p_cutoff if cfg.p_mix_cutoff is None else float(cfg.p_mix_cutoff)
         if use_host_mask and host_mask is None:
@@ -176,7 +179,7 @@ class DecoupledMixupTerm:
             block_w = (host_rows.float() if host_rows is not None else
                        mix_threshold_mask(max_prob, torch.ones_like(max_prob), p_cutoff, p_mix))
         lu = mixing.mix(net, x_lb, y_lb, x_b=x_ulb_w[:n_l], y_b=pseudo, generator=g,
-                        bias_to_a=True, weight=block_w)
+                        bias_to_a=True, weight=block_w, choice_generator=choice)
         logits_ll = None
         with frozen_bn_stats(net) if cfg.bn == "freeze" else nullcontext():
             if ll is None:

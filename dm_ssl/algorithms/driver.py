@@ -129,6 +129,27 @@ class WallClockTimerHook(Hook):
         self._t = time.perf_counter()
 
 
+def mean_over_ranks(logs: Dict[str, Any]) -> Dict[str, Any]:
+    """The logged numbers as the mean over the distributed ranks (each rank's are its shard's).
+
+    Keys a rank lacks, and non-numbers, keep this rank's value: ranks may log conditionally.
+    A no-op without an initialised process group."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return logs
+    gathered: List[Any] = [None] * dist.get_world_size()
+    numbers = {k: float(v) for k, v in logs.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    dist.all_gather_object(gathered, numbers)
+    out = dict(logs)
+    for key in numbers:
+        values = [g[key] for g in gathered if key in g]
+        if len(values) == len(gathered):
+            out[key] = sum(values) / len(values)
+    return out
+
+
 def masking_probs(algorithm: Any, kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
     """The unlabeled probabilities a host passed to ``call_hook("masking", ...)``.
 
@@ -189,6 +210,11 @@ class DriverMixin:
 
         self.ngpus_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", max(self.ngpus_per_node, 1)))
         ids = [self.device.index] if self.device.type == "cuda" else None
+        if getattr(self.args, "sync_bn", False):
+            # BN statistics over the global batch. The converted layers take over the BN
+            # parameters and buffers themselves, so the optimizer, the EMA and checkpoints
+            # (same keys) stay valid; the EMA (evaluation) model keeps plain BN.
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model = DDP(self.model, device_ids=ids, broadcast_buffers=False)
         self.ema_model = ModuleWrapper(self.ema_model)
 
@@ -255,6 +281,11 @@ class DriverMixin:
                      if isinstance(v, float) and not math.isfinite(v)]
             raise NonFiniteLossError(self.it, terms or ["loss"])
         log_dict.update(self._pseudo_label_logs())
+        done = self.it + 1
+        if self.distributed and (done % max(self.num_log_iter, 1) == 0
+                                 or done % max(self.num_eval_iter, 1) == 0
+                                 or done == self.num_train_iter):
+            log_dict = mean_over_ranks(log_dict)  # only where a log line / metrics row is made
         return out_dict, log_dict
 
     def _pseudo_label_logs(self) -> Dict[str, float]:

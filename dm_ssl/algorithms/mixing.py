@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from dm_ssl.data.sampling import derive_seed
 from dm_ssl.losses import LOSSES, build_loss
 from dm_ssl.mixers import build_mixer
 from dm_ssl.mixers.base import Mixer, MixResult, unwrap
@@ -192,6 +193,31 @@ def build_mixers(spec: MixSpec) -> List[Mixer]:
     return out
 
 
+class StepGenerators:
+    """The mixing randomness of a training step, drawn from ``(seed, rank, it)``.
+
+    ``draws`` is per process (λ, partners, boxes, masks: each rank mixes its own shard its own
+    way); ``choices`` is the same on every process (mix this step or not, which of two mixers:
+    under DDP every process must run the same forwards and backward, or the gradient
+    all-reduce waits for a backward that never comes). Both are reseeded at every step, so a
+    resumed run repeats a step's draws exactly without restoring any state, and so does a run
+    resumed on another number of processes.
+    """
+
+    _DRAWS, _CHOICES = 0xD157, 0xC401
+
+    def __init__(self, seed: int, rank: int = 0) -> None:
+        self.seed, self.rank = int(seed), int(rank)
+        self.draws, self.choices = torch.Generator(), torch.Generator()
+        self.step(0)
+
+    def step(self, it: int) -> Tuple[torch.Generator, torch.Generator]:
+        """``(draws, choices)``, seeded for iteration ``it``."""
+        self.draws.manual_seed(derive_seed(self.seed, self._DRAWS, self.rank, int(it)))
+        self.choices.manual_seed(derive_seed(self.seed, self._CHOICES, int(it)))
+        return self.draws, self.choices
+
+
 class MixingModule(nn.Module):
     """The mixer(s), the criterion and the mix head of one algorithm (module docstring).
 
@@ -259,8 +285,10 @@ class MixingModule(nn.Module):
     def mix(self, net: nn.Module, x: Tensor, y: Tensor, *, generator: Optional[torch.Generator],
             x_b: Optional[Tensor] = None, y_b: Optional[Tensor] = None,
             bias_to_a: Optional[bool] = None, mixer: Optional[Mixer] = None,
-            weight: Optional[Tensor] = None) -> MixResult:
-        mixer = self.choose(generator) if mixer is None else mixer
+            weight: Optional[Tensor] = None,
+            choice_generator: Optional[torch.Generator] = None) -> MixResult:
+        if mixer is None:
+            mixer = self.choose(generator if choice_generator is None else choice_generator)
         return mixer(x, y, x_b=x_b, y_b=y_b, generator=generator, model=net,
                      bias_to_a=bias_to_a, weight=weight)
 

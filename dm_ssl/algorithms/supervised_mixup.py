@@ -45,6 +45,7 @@ from dm_ssl.mixers.base import frozen_bn_stats
 
 from .mixing import (
     MixSpec,
+    StepGenerators,
     WithMixing,
     backbone_of,
     build_mixing,
@@ -66,8 +67,9 @@ class SupervisedMixup(FullySupervised):
         self.clean_weight = float(args.mix_clean_weight)
         if not self.clean_weight >= 0:
             raise ValueError(f"mix_clean_weight must be >= 0, got {args.mix_clean_weight!r}")
-        # mixing draws: own generator (reproducible, checkpointed with the DM-style state)
-        self.mix_generator = torch.Generator().manual_seed(int(args.seed))
+        # mixing draws: own generators from (seed, rank, it), reseeded each step (StepGenerators)
+        self.mix_rng = StepGenerators(args.seed, self.rank if self.distributed else 0)
+        self.mix_generator = self.mix_rng.draws
 
     @property
     def mixers(self) -> List[Any]:
@@ -147,8 +149,8 @@ class SupervisedMixup(FullySupervised):
         self.call_hook("after_run")
 
     def train_step(self, x_lb, y_lb):
-        g, mixing = self.mix_generator, self.mixing
-        u = torch.rand(2, generator=g).tolist()
+        (g, choice), mixing = self.mix_rng.step(self.it), self.mixing
+        u = torch.rand(2, generator=choice).tolist()  # the same on every process
         mixing.schedule(self.it, self.num_train_iter, backbone_of(self.model))
         logs: Dict[str, float] = {}
         with self.amp_cm():

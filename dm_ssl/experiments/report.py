@@ -39,6 +39,8 @@ class RunRow:
     iterations: Optional[int] = None
     reason: Optional[str] = None
     param: Optional[Tuple[str, float]] = None   # an ablation's (hyper-parameter, value)
+    #: the table's further columns: label -> value (%), None where the run has none
+    extras: Dict[str, Optional[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,6 +52,14 @@ class CellRow:
     values: List[float] = field(default_factory=list)   # % over finished seeds
     seeds: List[Any] = field(default_factory=list)
     reference: Optional[float] = None
+    extras: Dict[str, List[float]] = field(default_factory=dict)   # label -> % per seed
+
+    def extra(self, label: str) -> Tuple[Optional[float], Optional[float]]:
+        """Mean and std of a further column over the seeds that have it."""
+        vals = self.extras.get(label) or []
+        if not vals:
+            return None, None
+        return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
     @property
     def n(self) -> int:
@@ -94,20 +104,26 @@ def load_runs(paths: Sequence[Path], metric: Optional[str] = None) -> List[RunRo
         status = results.get("status") or ("running" if (run / ".sweep.lock").exists()
                                            else "no result")
         key = metric or exp.get("metric") or "best_acc"
-        value = results.get(key) if status == "finished" else None
-        if value is not None and not (isinstance(value, (int, float))
-                                      and math.isfinite(value)):
-            value = None
+        value = _percent(results.get(key)) if status == "finished" else None
+        extras = {label: _percent(results.get(k)) if status == "finished" else None
+                  for k, label in exp.get("columns") or ()}
         rows.append(RunRow(
             path=run, table=exp.get("table", "-"), cell=exp.get("cell", run.name),
             setting=exp.get("setting", record.get("dataset", "-")),
             method=exp.get("method", record.get("algorithm", "-")),
             seed=record.get("seed"), status=status,
-            metric=None if value is None else 100.0 * float(value),
+            metric=value, extras=extras,
             reference=exp.get("reference"), iterations=results.get("iterations"),
             reason=results.get("reason"),
             param=tuple(exp["param"]) if exp.get("param") else None))
     return rows
+
+
+def _percent(value: Any) -> Optional[float]:
+    """A results.json fraction as %, None unless a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return 100.0 * float(value)
 
 
 def aggregate(runs: Sequence[RunRow], table: Any = None) -> Tuple[List[CellRow], List[RunRow]]:
@@ -129,6 +145,10 @@ def aggregate(runs: Sequence[RunRow], table: Any = None) -> Tuple[List[CellRow],
             continue
         row.values.append(r.metric)
         row.seeds.append(r.seed)
+        for label, value in r.extras.items():
+            row.extras.setdefault(label, [])
+            if value is not None:
+                row.extras[label].append(value)
     return list(cells.values()), left_out
 
 
@@ -147,12 +167,17 @@ def render(cells: Sequence[CellRow], left_out: Sequence[RunRow], fmt: str = "md"
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     rows = [(c.setting, c.method, str(c.n), _fmt(c.mean), _fmt(c.std), _fmt(c.reference),
              _fmt(c.diff, sign=True)) for c in cells]
+    # a table's further columns (e.g. Figure A1's mixed-sample accuracies), mean ± std each
+    labels = list(dict.fromkeys(label for c in cells for label in c.extras))
+    extra = [[tuple(_fmt(v) for v in c.extra(label)) for label in labels] for c in cells]
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(("table", "cell") + HEADER + ("seeds",))
-        for c, row in zip(cells, rows):
-            writer.writerow((c.table, c.cell) + row + (" ".join(map(str, c.seeds)),))
+        writer.writerow(("table", "cell") + HEADER + ("seeds",)
+                        + tuple(f"{label} {s}" for label in labels for s in ("mean", "std")))
+        for c, row, ex in zip(cells, rows, extra):
+            writer.writerow((c.table, c.cell) + row + (" ".join(map(str, c.seeds)),)
+                            + tuple(v for pair in ex for v in pair))
         for r in left_out:
             writer.writerow((r.table, r.cell, r.setting, r.method, "0", "", "", "", "",
                              f"{r.status} seed {r.seed} at {r.iterations}"))
@@ -161,11 +186,13 @@ def render(cells: Sequence[CellRow], left_out: Sequence[RunRow], fmt: str = "md"
     if fmt == "md":
         if title:
             out.append(f"**{title}** — top-1 % ({metric}), mean ± std over finished seeds\n")
-        out.append("| setting | method | n | top-1 (%) | reference | diff |")
-        out.append("|---|---|---|---|---|---|")
-        for row in rows:
+        out.append("| setting | method | n | top-1 (%) | reference | diff |"
+                   + "".join(f" {label} |" for label in labels))
+        out.append("|---|---|---|---|---|---|" + "---|" * len(labels))
+        for row, ex in zip(rows, extra):
             mean = "-" if row[3] == "-" else f"{row[3]} ± {row[4]}"
-            out.append(f"| {row[0]} | {row[1]} | {row[2]} | {mean} | {row[5]} | {row[6]} |")
+            out.append(f"| {row[0]} | {row[1]} | {row[2]} | {mean} | {row[5]} | {row[6]} |"
+                       + "".join(f" {m} ± {sd} |" if m != "-" else " - |" for m, sd in ex))
         if left_out:
             out.append("\nNot averaged (not finished):\n")
             for r in left_out:
@@ -177,14 +204,16 @@ def render(cells: Sequence[CellRow], left_out: Sequence[RunRow], fmt: str = "md"
     def tex(s: str) -> str:
         return (s.replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
                 .replace("_", r"\_").replace("#", r"\#"))
-    out.append(r"\begin{tabular}{llrrrr}")
+    out.append(r"\begin{tabular}{llrrrr" + "r" * len(labels) + "}")
     out.append(r"\toprule")
-    out.append(r"setting & method & $n$ & top-1 (\%) & reference & diff \\")
+    out.append(r"setting & method & $n$ & top-1 (\%) & reference & diff"
+               + "".join(f" & {tex(label)}" for label in labels) + r" \\")
     out.append(r"\midrule")
-    for row in rows:
+    for row, ex in zip(rows, extra):
         mean = "--" if row[3] == "-" else f"{row[3]} $\\pm$ {row[4]}"
         ref, diff = ("--" if v == "-" else v for v in (row[5], row[6]))
-        out.append(f"{tex(row[0])} & {tex(row[1])} & {row[2]} & {mean} & {ref} & {diff} "
+        more = "".join(f" & {m} $\\pm$ {sd}" if m != "-" else " & --" for m, sd in ex)
+        out.append(f"{tex(row[0])} & {tex(row[1])} & {row[2]} & {mean} & {ref} & {diff}{more} "
                    r"\\")
     out.append(r"\bottomrule")
     out.append(r"\end{tabular}")

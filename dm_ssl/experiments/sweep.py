@@ -85,7 +85,9 @@ def expand(table: Table, runs_dir: Path, *, seeds: Optional[Sequence[int]] = Non
                    "experiment": {"table": table.name, "cell": cell.id, "setting": cell.setting,
                                   "method": cell.method, "reference": cell.reference,
                                   "metric": table.metric,
-                                  **({"param": list(cell.param)} if cell.param else {})}}
+                                  **({"param": list(cell.param)} if cell.param else {}),
+                                  **({"columns": [list(c) for c in table.columns]}
+                                     if table.columns else {})}}
             cfg.pop("resume", None)
             try:
                 cli.validate(dict(cfg))

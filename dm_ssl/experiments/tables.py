@@ -44,6 +44,8 @@ class Table:
     metric: str = "best_acc"          # the results.json key the report averages
     reference_source: str = "paper (spec §9)"
     notes: str = ""
+    #: further results.json keys the report shows beside ``metric``, as (key, column label)
+    columns: Tuple[Tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         ids = [c.id for c in self.cells]
@@ -307,6 +309,71 @@ def table_xi_t() -> Table:
                  reference_source="none", notes=ABLATION_NOTE)
 
 
+#: Figure A1 at small scale (scripts/exp_mixed_accuracy.py): supervised digits runs, scored at
+#: the end on the test set mixed at λ = 0.5 (``eval_mixed``)
+A1_STATIC: Dict[str, Dict[str, Any]] = {
+    "no mixing": {"mix_prob": 0.0, "mix_loss": "mce"},
+    **{f"{mixer} {name}": {"mix_mixers": mixer, **loss}
+       for mixer in ("mixup", "cutmix")
+       for name, loss in (("MCE", {"mix_loss": "mce"}),
+                          ("DM(CE) η=0.1", {"mix_loss": "dm_ce", "mix_eta": 0.1}),
+                          ("DM(CE) η=1", {"mix_loss": "dm_ce", "mix_eta": 1.0}))},
+}
+A1_LEARNED: Dict[str, Dict[str, Any]] = {
+    f"{mixer} {name}": {"mix_mixers": mixer, "mix_alpha": "2.0", **loss}
+    for mixer in ("mixup", "automix", "samix")
+    for name, loss in (("MCE", {"mix_loss": "mce"}),
+                       ("DM(CE) η=1", {"mix_loss": "dm_ce", "mix_eta": 1.0}))
+}
+A1_EVAL_MIXERS = ("mixup", "cutmix")
+
+
+def a1_config(iters: int = 1000) -> Dict[str, Any]:
+    return {
+        "algorithm": "supervised_mixup", "dataset": "digits", "net": "small_cnn",
+        "in_channels": 1, "channels_last": False, "batch_size": 32, "eval_batch_size": 600,
+        "num_train_iter": iters, "epoch": 1, "num_eval_iter": iters, "num_log_iter": iters,
+        "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "ema_m": 0.99, "mix_alpha": "1.0",
+        "num_workers": 0, "progress": False,
+    }
+
+
+def a1_eval_mixers(method: Dict[str, Any], own: bool) -> Tuple[str, ...]:
+    """The mixers a Figure A1 run is scored with: Mixup, CutMix and (learned set) its own."""
+    return A1_EVAL_MIXERS + ((method["mix_mixers"],) if own else ())
+
+
+def _a1_columns(own_names: Iterable[str] = ()) -> Tuple[Tuple[str, str], ...]:
+    cols = [(f"mixed_{m}_{k}", f"{label} {k[:3]}-{k[3:]}")
+            for m, label in (("mixup", "Mixup"), ("cutmix", "CutMix"), *own_names)
+            for k in ("top1", "top2")]
+    return tuple(cols)
+
+
+def _table_a1(name: str, methods: Dict[str, Dict[str, Any]], own: bool) -> Table:
+    cells = []
+    for method_name, method in methods.items():
+        cfg = {**a1_config(), **method,
+               "eval_mixed": ",".join(dict.fromkeys(a1_eval_mixers(method, own)))}
+        cells.append(Cell(_slug(method_name.replace("η", "eta")), "digits supervised, 1000 it",
+                          method_name, cfg))
+    own_cols = (("automix", "AutoMix"), ("samix", "SAMix")) if own else ()
+    return Table(name, "Figure A1 at small scale: clean and mixed-sample (λ = 0.5) accuracy on "
+                 "digits" + (", learned mixers" if own else ""), tuple(cells), metric="final_acc",
+                 reference_source="none (README's measured table)", columns=_a1_columns(own_cols),
+                 notes="top-1: the top prediction is one of the two classes; top-2: the two top "
+                       "predictions are exactly the two classes (dm-ssl eval --mixed). A "
+                       "learned mixer's own column is filled only for the runs that trained it.")
+
+
+def table_a1_digits() -> Table:
+    return _table_a1("A1_digits", A1_STATIC, own=False)
+
+
+def table_a1_digits_learned() -> Table:
+    return _table_a1("A1_digits_learned", A1_LEARNED, own=True)
+
+
 def table_eta_digits() -> Table:
     """η on the offline digits demo (FixMatch + DM(CE)): the ablation any machine can run."""
     cells = [Cell("fixmatch", "digits 50 labels, 300 it", "FixMatch",
@@ -324,6 +391,7 @@ TABLES: Dict[str, Callable[[], Table]] = {
     "ssl": table_ssl, "transfer": table_transfer, "A1": table_a1, "A2": table_a2,
     "A3": table_a3, "A4": table_a4, "A6": table_a6, "A7": table_a7, "A8": table_a8,
     "eta": table_eta, "xi_t": table_xi_t, "eta_digits": table_eta_digits,
+    "A1_digits": table_a1_digits, "A1_digits_learned": table_a1_digits_learned,
     "digits_demo": table_digits_demo, "digits_smoke": table_digits_smoke,
 }
 
