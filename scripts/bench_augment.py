@@ -1,0 +1,159 @@
+#!/usr/bin/env python
+"""Weak and strong augmentation of a FixMatch batch: USB's PIL path against the batched one.
+
+One batch of ``--batch`` 32×32 RGB images (USB's unlabeled batch: 7 × 64 = 448), augmented
+to normalised float tensors by
+
+- USB's transforms (``dm_ssl.data.transforms``: RandomCrop(pad 4, reflect) + flip, and
+  RandAugment(3, 5) + Cutout for the strong view) one PIL image at a time, in this process
+  (one core) and through a DataLoader with one worker per core;
+- :class:`dm_ssl.data.batch_augment.BatchAugment` on the uint8 batch, on the CPU with one
+  thread and with all cores, and on CUDA when present.
+
+On CUDA it also times a WRN-28-2 FixMatch step (64 labeled + 448 weak + 448 strong, forward,
+loss, backward, SGD) and prints the batched augmentation's share of data + step time.
+Prints images/s (median of ``--repeats``) and the ratios.
+
+    .venv/bin/python scripts/bench_augment.py [--batch 448] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Callable, Dict
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from dm_ssl.data.batch_augment import BatchAugment
+from dm_ssl.data.transforms import MEAN, STD, strong_transform, weak_transform
+
+MEAN10, STD10 = MEAN["cifar10"], STD["cifar10"]
+
+
+def images(n: int) -> np.ndarray:
+    """CIFAR-like content: smooth random ramps (not noise: equalize / autocontrast depend on
+    the histogram), (n, 32, 32, 3) uint8."""
+    rng = np.random.default_rng(0)
+    steps = rng.integers(-6, 7, (n, 32, 32, 3))
+    return ((np.cumsum(steps, axis=1) + np.cumsum(steps, axis=2)) % 256).astype(np.uint8)
+
+
+class PILSet(Dataset):
+    def __init__(self, data: np.ndarray, transform: Callable) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(Image.fromarray(self.data[i]))
+
+
+def timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None
+          ) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def pil_one_process(data: np.ndarray, transform: Callable) -> Callable[[], object]:
+    return lambda: torch.stack([transform(Image.fromarray(im)) for im in data])
+
+
+def pil_loader(data: np.ndarray, transform: Callable, workers: int) -> Callable[[], object]:
+    loader = DataLoader(PILSet(data, transform), batch_size=len(data), num_workers=workers,
+                        persistent_workers=workers > 0)
+    return lambda: next(iter(loader))
+
+
+def fixmatch_step(batch: int, device: torch.device) -> Callable[[], object]:
+    """forward + loss + backward + SGD of a WRN-28-2 FixMatch step at USB's batch."""
+    import torch.nn.functional as F
+    from semilearn.nets import wrn_28_2
+
+    net = wrn_28_2(num_classes=10).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=0.03, momentum=0.9, nesterov=True)
+    x_lb = torch.randn(64, 3, 32, 32, device=device)
+    y_lb = torch.randint(0, 10, (64,), device=device)
+    x_w = torch.randn(batch, 3, 32, 32, device=device)
+    x_s = torch.randn(batch, 3, 32, 32, device=device)
+
+    def step() -> None:
+        logits = net(torch.cat([x_lb, x_w, x_s]))["logits"]
+        lb, w, s = logits.split([64, batch, batch])
+        prob = torch.softmax(w.detach(), -1)
+        conf, pseudo = prob.max(-1)
+        loss = F.cross_entropy(lb, y_lb) + (F.cross_entropy(s, pseudo, reduction="none")
+                                            * (conf >= 0.95).float()).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def measure(data: np.ndarray, transform: Callable, batched: BatchAugment, workers: int,
+            repeats: int) -> Dict[str, float]:
+    """images/s of each path for one view."""
+    n = len(data)
+    x = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
+    g = torch.Generator().manual_seed(0)
+    row = {"PIL, 1 process": n / timed(pil_one_process(data, transform), repeats),
+           f"PIL, DataLoader {workers} workers": n / timed(pil_loader(data, transform, workers),
+                                                          repeats)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    row["batched CPU, 1 thread"] = n / timed(lambda: batched(x, g), repeats)
+    torch.set_num_threads(threads)
+    row[f"batched CPU, {threads} threads"] = n / timed(lambda: batched(x, g), repeats)
+    if torch.cuda.is_available():
+        xg = x.cuda()
+        row["batched CUDA"] = n / timed(lambda: batched(xg, g), repeats, torch.cuda.synchronize)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=448)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="DataLoader workers of the PIL path (default: one per core)")
+    args = p.parse_args()
+    data = images(args.batch)
+    cores = os.cpu_count() or 1
+    n = args.batch
+    rates: Dict[str, Dict[str, float]] = {}
+    for kind, tf, strong in (("weak", weak_transform, False), ("strong", strong_transform, True)):
+        rates[kind] = measure(data, tf(32, MEAN10, STD10),
+                              BatchAugment(strong=strong, pad=4, mean=MEAN10, std=STD10),
+                              args.workers, args.repeats)
+    print(f"augmentation of a batch of {n} 32x32 RGB images to normalised tensors "
+          f"(images/s, median of {args.repeats}; {cores} cores, torch {torch.__version__})")
+    for kind, row in rates.items():
+        base = row["PIL, 1 process"]
+        for name, rate in row.items():
+            print(f"  {kind:6s} {name:32s} {rate:10.0f} img/s   "
+                  f"x{rate / base:6.2f} vs PIL 1 process")
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        step = timed(fixmatch_step(n, device), args.repeats, torch.cuda.synchronize)
+        aug = (n + 64) / rates["weak"]["batched CUDA"] + n / rates["strong"]["batched CUDA"]
+        print(f"  CUDA ({torch.cuda.get_device_name()}): WRN-28-2 FixMatch step "
+              f"{step * 1e3:.1f} ms, batched augmentation of its {64 + 2 * n} views "
+              f"{aug * 1e3:.2f} ms = "
+              f"{100 * aug / (aug + step):.1f} % of data + step")
+
+
+if __name__ == "__main__":
+    main()
