@@ -34,6 +34,7 @@ DM_SSL_KEYS: Dict[str, Any] = {
     "device": None,            # cpu | cuda | cuda:1 ...; default: cuda when available
     "channels_last": True,     # 1.65x faster WRN-28-2 steps on CPU, same loss (bench_step.py)
     "progress": True,          # a progress bar with the live losses
+    "verbose": False,          # semilearn's log lines on the terminal too (always in log.txt)
     "sync_bn": False,          # torchrun: BN statistics over all processes (SyncBatchNorm)
     "dataset_options": {},     # passed to the dataset reader (digits: size, channels, ...)
     "hflip": None,             # horizontal flip in the weak/strong views (default per dataset)
@@ -471,6 +472,8 @@ def prepare_run(cfg: Dict[str, Any]):
                           f"{info.name!r} has {info.num_classes} classes")
     cfg = {**cfg, "num_classes": info.num_classes, "img_size": info.img_size}
     logger = get_logger(cfg["save_name"], str(run_dir))
+    # semilearn's per-evaluation lines go to log.txt; the terminal shows them with --verbose
+    logger.propagate = bool(cfg.get("verbose"))
     tb_log = TBLog(str(run_dir), "tensorboard",
                    use_tensorboard=bool(cfg["use_tensorboard"]) and _is_main(cfg))
     alg = build_algorithm(cfg, dsets, tb_log, logger)
@@ -574,6 +577,9 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     resumed_from = None
     if cfg.get("resume"):  # before anything of the run's record changes: a refusal keeps it
         resumed_from = str(resume_run(alg, ckpt))
+        if _is_main(cfg):
+            print(f"dm-ssl: resumed {run_dir} from {Path(resumed_from).name} at iteration "
+                  f"{alg.it} of {alg.num_train_iter}", file=sys.stderr)
     if _is_main(cfg):
         with open(run_dir / "config.yaml", "w") as fh:
             yaml.safe_dump(resolved, fh, sort_keys=False)
@@ -627,6 +633,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                "num_labels": info.num_labels, "seed": cfg["seed"], **results}
     if _is_main(cfg):
         alg.print_fn(f"results: {json.dumps(results)}")
+        print(json.dumps(results), flush=True)  # stdout: one JSON line, as `dm-ssl eval`
     return results
 
 
@@ -723,21 +730,28 @@ def evaluate(checkpoint: str, data_dir: Optional[str] = None, device: Optional[s
 # -- entry point -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dm-ssl", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train an algorithm from a YAML config")
+    tr = sub.add_parser("train", help="train an algorithm from a YAML config", parents=[common])
     tr.add_argument("--config", required=True)
     tr.add_argument("--data-dir")
     tr.add_argument("--save-dir")
     tr.add_argument("--device")
     tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ev = sub.add_parser("eval", help="evaluate a checkpoint written by dm-ssl train")
+    tr.add_argument("--verbose", action="store_true",
+                    help="semilearn's log lines on the terminal too (they are always in log.txt)")
+    ev = sub.add_parser("eval", help="evaluate a checkpoint written by dm-ssl train",
+                        parents=[common])
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--data-dir")
     ev.add_argument("--device")
     ev.add_argument("--fgsm", type=float, metavar="EPS", help="FGSM error at ℓ∞ ε (8/255: 0.0314)")
     ev.add_argument("--occlusion", action="store_true", help="accuracy vs occluded share")
     ev.add_argument("--mixed", metavar="MIXER", help="mixed-sample top-1/top-2 with this mixer")
-    sw = sub.add_parser("sweep", help="run a table's grid (dm_ssl.experiments.tables)")
+    sw = sub.add_parser("sweep", help="run a table's grid (dm_ssl.experiments.tables)",
+                        parents=[common])
     sw.add_argument("table", help="a table name (dm-ssl sweep --list shows them)", nargs="?")
     sw.add_argument("--list", action="store_true", help="list the tables and exit")
     sw.add_argument("--runs-dir", default="runs",
@@ -765,7 +779,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--max-parallel", type=int, default=64, help="slurm: array parallelism")
     sw.add_argument("--cluster", choices=("slurm", "local", "debug"),
                     help="submitit cluster (default: slurm when sbatch is there)")
-    rp = sub.add_parser("report", help="mean ± std per table cell beside the paper's number")
+    rp = sub.add_parser("report", help="mean ± std per table cell beside the paper's number",
+                        parents=[common])
     rp.add_argument("runs", nargs="+", metavar="RUNS_DIR",
                     help="folders searched for results.json (sweeps' --runs-dir)")
     rp.add_argument("--table", help="only this table (default: every table found)")
@@ -869,11 +884,31 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+#: third-party warnings every normal run would print, none about the user's run: timm's
+#: deprecated import path (inside semilearn), semilearn's torch.cuda.amp.GradScaler
+#: (deprecated; and "CUDA is not available" on every CPU run, where amp is off anyway)
+THIRD_PARTY_WARNINGS = (
+    (FutureWarning, r"Importing from timm\.models\.layers is deprecated"),
+    (FutureWarning, r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated"),
+    (UserWarning, r"torch\.cuda\.amp\.GradScaler is enabled, but CUDA is not available"),
+)
+
+
+def quiet_third_party_warnings() -> None:
+    import warnings
+
+    for category, message in THIRD_PARTY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_third_party_warnings()
     try:
         if args.command == "train":
             cfg = apply_overrides(load_config(args.config), args.overrides)
+            if args.verbose:
+                cfg["verbose"] = True
             for key, value in (("data_dir", args.data_dir), ("save_dir", args.save_dir),
                                ("device", args.device)):
                 if value is not None:
@@ -887,11 +922,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             evaluate(args.checkpoint, args.data_dir, args.device, fgsm_eps=args.fgsm,
                      occlusion=args.occlusion, mixed=args.mixed)
     except ConfigError as err:
+        if args.debug:
+            raise
         print(f"dm-ssl: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # one clear line for the known failure classes
         from dm_ssl.algorithms import CheckpointError, CheckpointWriteError, NonFiniteLossError
         from dm_ssl.data import DatasetError
+
+        if args.debug:
+            raise
 
         if isinstance(err, RunStopped):
             print(f"dm-ssl: {err}", file=sys.stderr)
@@ -902,7 +942,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if isinstance(err, (CheckpointError, DatasetError, ValueError, OSError)):
             print(f"dm-ssl: error: {err}", file=sys.stderr)
             return 2
-        raise
+        # anything else (an error inside semilearn or torch): still one line, and the way
+        # to the traceback
+        print(f"dm-ssl: error: {type(err).__name__}: {err} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

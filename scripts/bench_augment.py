@@ -130,6 +130,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="DataLoader workers of the PIL path (default: one per core)")
     args = p.parse_args()
+    from dm_ssl.cli import quiet_third_party_warnings
+
+    quiet_third_party_warnings()
     data = images(args.batch)
     cores = os.cpu_count() or 1
     n = args.batch

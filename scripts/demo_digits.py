@@ -111,7 +111,12 @@ def main() -> None:
     ap.add_argument("--num-labels", type=int, default=50)
     ap.add_argument("--out", default=None,
                     help="output folder (default: runs/demo-<date>-<time>, never reused)")
+    ap.add_argument("--verbose", action="store_true",
+                    help="semilearn's log lines on the terminal too (always in each log.txt)")
     args = ap.parse_args()
+    from dm_ssl.cli import quiet_third_party_warnings
+
+    quiet_third_party_warnings()
     out = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     if out.exists() and any(out.iterdir()):  # never overwrite earlier results
         ap.error(f"--out {out} is not empty; choose another folder")
@@ -121,7 +126,8 @@ def main() -> None:
         for seed in args.seeds:
             slug = name.lower().replace(" ", "_").replace("+", "").replace("(", "")
             cfg = {**base_config(args.iters, args.num_labels), **method, "seed": seed,
-                   "save_dir": str(out), "save_name": f"{slug.replace(')', '')}_s{seed}"}
+                   "save_dir": str(out), "save_name": f"{slug.replace(')', '')}_s{seed}",
+                   "verbose": args.verbose}
             results.setdefault(name, []).append(run_one(cfg))
             r = results[name][-1]
             print(f"  {name:<24} seed {seed}: final {r['final'] * 100:.2f}  "

@@ -362,3 +362,36 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, capsys, monk
     assert ckpt["it"] == 2
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "failed" and "No space left" in results["reason"]
+
+
+def test_a_run_is_quiet_on_the_terminal_and_verbose_on_request(tmp_path):
+    """semilearn's log lines go to log.txt only (--verbose: the terminal too), no third-party
+    warning is printed, stdout is one JSON line; --debug shows a traceback instead of one
+    line."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "digits.yaml"
+    cfg.write_text(yaml.safe_dump({"algorithm": "fixmatch_dm", "dataset": "digits",
+                                   "num_labels": 20, "in_channels": 1, "device": "cpu"}))
+
+    def run(*extra, save="runs"):
+        return subprocess.run([sys.executable, "-m", "dm_ssl.cli", "train", "--config", str(cfg),
+                               "--save-dir", str(tmp_path / save), *_sets(*TINY), *extra],
+                              capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+    quiet = run()
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert quiet.stderr == ""                                  # no INFO lines, no warnings
+    out = json.loads(quiet.stdout.strip())
+    assert out["status"] == "finished" and out["iterations"] == 3
+    log = (tmp_path / "runs" / "fixmatch_dm_digits" / "log.txt").read_text()
+    assert "INFO] 2 iteration" in log and "results:" in log
+    loud = run("--verbose", save="loud")
+    assert loud.returncode == 0 and "INFO] 2 iteration" in loud.stderr
+    assert "Warning" not in loud.stderr
+    again = run()                                              # a run is already there
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert again.stderr.startswith("dm-ssl: error:") and "resume=true" in again.stderr
+    debug = run("--debug")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr

@@ -22,6 +22,11 @@ def test_demo_smoke(tmp_path):
     for name in ("supervised only", "FixMatch", "FixMatch + mixup (MCE)", "FixMatch + DM(CE)"):
         assert name in proc.stdout
     assert "±" in proc.stdout
+    # quiet: one line per finished run plus the table; semilearn's lines are in each log.txt
+    assert "INFO" not in proc.stdout + proc.stderr and "Warning" not in proc.stderr
+    assert proc.stderr == ""
+    assert len(proc.stdout.strip().splitlines()) == 4 + 9  # 4 runs; the table and its paths
+    assert "INFO" in (out / "fixmatch__dmce_s0" / "log.txt").read_text()
     assert (out / "demo_accuracy.png").stat().st_size > 0
     assert (out / "demo.json").exists()
     # a second run into the same folder is refused: earlier results are never overwritten

@@ -117,14 +117,24 @@ def _grey(x: Tensor) -> Tensor:
 _SPAN_SCALE = [0.0] + [255.0 / d for d in range(1, 256)]
 
 
+def _lookup(x: Tensor, lut: Tensor) -> Tensor:
+    """``lut[n·c, x]`` per image channel: ``lut`` is (N·C, 256)."""
+    n, c, h, w = x.shape
+    index = x.reshape(n * c, h * w).long()
+    return lut.gather(1, index).reshape(n, c, h, w).to(x.dtype)
+
+
 def autocontrast(x: Tensor, v: Optional[Tensor] = None) -> Tensor:
-    lo = x.amin(dim=(2, 3), keepdim=True).double()
-    hi = x.amax(dim=(2, 3), keepdim=True).double()
-    flat = hi <= lo
+    """PIL's ``ImageOps.autocontrast`` (cutoff 0): its LUT per image channel, in double."""
+    n, c = x.shape[:2]
+    lo = x.amin(dim=(2, 3)).reshape(-1, 1).double()
+    hi = x.amax(dim=(2, 3)).reshape(-1, 1).double()
     table = torch.tensor(_SPAN_SCALE, dtype=torch.float64, device=x.device)
     scale = table[(hi - lo).clamp(0, 255).long()]
-    out = torch.trunc(x.double() * scale + (-lo * scale)).clamp_(0, 255).to(x.dtype)
-    return torch.where(flat, x, out)
+    levels = torch.arange(256, dtype=torch.float64, device=x.device)
+    lut = torch.trunc(levels * scale + (-lo * scale)).clamp_(0, 255)
+    lut = torch.where(hi <= lo, levels, lut).to(x.dtype)       # one level: unchanged
+    return _lookup(x, lut)
 
 
 def brightness(x: Tensor, v: Tensor) -> Tensor:
@@ -147,15 +157,15 @@ def equalize(x: Tensor, v: Optional[Tensor] = None) -> Tensor:
     // step`` with ``step = (n − #{x = max}) // 255``; identity when ``step`` is 0."""
     n, c, h, w = x.shape
     q = x.reshape(n * c, h * w).long()
-    hist = torch.zeros(n * c, 256, dtype=torch.long, device=x.device)
-    hist.scatter_add_(1, q, torch.ones_like(q))
+    rows = torch.arange(n * c, device=x.device)[:, None] * 256
+    hist = torch.bincount((q + rows).reshape(-1), minlength=n * c * 256).reshape(n * c, 256)
     last = hist.gather(1, q.amax(dim=1, keepdim=True))       # count of the top level
     step = (h * w - last) // 255
     below = hist.cumsum(1) - hist                            # #{x < i}
-    lut = (step // 2 + below) // step.clamp(min=1)
-    out = lut.clamp_(0, 255).gather(1, q)
-    out = torch.where(step > 0, out, q)                      # one level only, or step 0
-    return out.reshape(n, c, h, w).to(x.dtype)
+    lut = ((step // 2 + below) // step.clamp(min=1)).clamp_(0, 255)
+    levels = torch.arange(256, device=x.device)
+    lut = torch.where(step > 0, lut, levels).to(x.dtype)     # one level only, or step 0
+    return _lookup(x, lut)
 
 
 def identity(x: Tensor, v: Optional[Tensor] = None) -> Tensor:
@@ -169,14 +179,16 @@ def posterize(x: Tensor, v: Tensor) -> Tensor:
 
 
 def sharpness(x: Tensor, v: Tensor) -> Tensor:
-    """Blend with PIL's SMOOTH (``[[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13``; border kept)."""
-    n, c, h, w = x.shape
-    kernel = torch.ones(3, 3, dtype=torch.float32, device=x.device)
-    kernel[1, 1] = 5
-    kernel = (kernel / 13).expand(c, 1, 3, 3)
-    smooth = F.conv2d(x, kernel, groups=c)
+    """Blend with PIL's SMOOTH (``[[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13``, border kept):
+    ``round((Σ₃ₓ₃ + 4·centre) / 13)`` in exact integer steps (13 is odd: no ties), which is
+    what Pillow's float kernel rounds to."""
+    h, w = x.shape[2:]
+    total = 4 * x[:, :, 1:-1, 1:-1]
+    for dy in range(3):
+        for dx in range(3):
+            total = total + x[:, :, dy:dy + h - 2, dx:dx + w - 2]
     degenerate = x.clone()
-    degenerate[:, :, 1:-1, 1:-1] = torch.floor(smooth + 0.5).clamp_(0, 255)
+    degenerate[:, :, 1:-1, 1:-1] = torch.div(2 * total + 13, 26, rounding_mode="floor")
     return _blend(degenerate, x, v)
 
 
@@ -298,11 +310,12 @@ def crop(x: Tensor, pad: int, top: Tensor, left: Tensor) -> Tensor:
     ``pad`` (torchvision's ``RandomCrop(padding=pad, padding_mode='reflect')``)."""
     n, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad > 0 else x
+    wp = w + 2 * pad
     rows = top.to(x.device).long()[:, None] + torch.arange(h, device=x.device)
     cols = left.to(x.device).long()[:, None] + torch.arange(w, device=x.device)
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chan = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+    index = (rows[:, :, None] * wp + cols[:, None, :]).reshape(n, 1, h * w)
+    flat = padded.reshape(n, c, -1).gather(2, index.expand(n, c, h * w))
+    return flat.reshape(n, c, h, w)
 
 
 def _draw(kind: str, size: Tuple[int, ...], generator: Optional[torch.Generator],
