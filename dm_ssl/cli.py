@@ -22,9 +22,10 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -36,6 +37,8 @@ DM_SSL_KEYS: Dict[str, Any] = {
     "progress": True,          # a progress bar with the live losses
     "verbose": False,          # semilearn's log lines on the terminal too (always in log.txt)
     "sync_bn": False,          # torchrun: BN statistics over all processes (SyncBatchNorm)
+    "augment_on": "loader",    # loader | device: the SSL sets' images and augmentation on the
+                               # device (dm_ssl.data.device_data; cifar10/100, digits)
     "dataset_options": {},     # passed to the dataset reader (digits: size, channels, ...)
     "hflip": None,             # horizontal flip in the weak/strong views (default per dataset)
     "in_channels": 3,          # input channels of dm_ssl's own nets (small_cnn)
@@ -84,6 +87,8 @@ def load_config(path: str) -> Dict[str, Any]:
             cfg = yaml.safe_load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config {path} is a directory, not a YAML file") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if not isinstance(cfg, dict):
@@ -173,6 +178,14 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         raise ConfigError(f"config key 'epoch' ({out['epoch']}) must divide num_train_iter "
                           f"({out['num_train_iter']}): semilearn runs num_train_iter // epoch "
                           "iterations per epoch and would stop early")
+    if out["augment_on"] not in ("loader", "device"):
+        raise ConfigError(f"config key 'augment_on' must be loader or device, got "
+                          f"{out['augment_on']!r}")
+    if out["augment_on"] == "device" and (out["algorithm"] in SUPERVISED
+                                          or out["dataset"] in FINEGRAINED):
+        raise ConfigError("config key 'augment_on': device is for the classic-CV SSL sets "
+                          "(cifar10, cifar100, digits) with an SSL algorithm; "
+                          f"{out['algorithm']} on {out['dataset']} uses augment_on=loader")
     check_ranges(out)
     check_device(out.get("device"), "device")
     return out
@@ -194,6 +207,39 @@ RANGES: Dict[str, tuple] = {
     "num_log_iter": (1, math.inf, False, True),
     "epoch": (1, math.inf, False, True),
 }
+
+
+def shorten_schedule(file_cfg: Dict[str, Any], cfg: Dict[str, Any],
+                     overridden: set) -> Tuple[Dict[str, Any], Optional[str]]:
+    """``--set num_train_iter=N`` on a config written for a longer run: the ``epoch`` count
+    and the evaluation / log intervals the user left at the file's values are fitted to ``N``
+    (``epoch`` keeps the file's iterations per epoch where it can, and divides ``N``; an
+    interval longer than the run becomes ``N``). Returns the config and a one-line note, or
+    None when nothing changed. Values the user set themselves are never touched."""
+    n = cfg.get("num_train_iter")
+    if ("num_train_iter" not in overridden or isinstance(n, bool) or not isinstance(n, int)
+            or n <= 0):
+        return cfg, None
+    out, changed = dict(cfg), []
+    epoch, file_n = file_cfg.get("epoch"), file_cfg.get("num_train_iter")
+    if ("epoch" not in overridden and isinstance(epoch, int) and epoch > 0
+            and isinstance(file_n, int) and file_n > 0 and n % epoch):
+        per_epoch = max(1, file_n // epoch)
+        fitted = max(1, min(epoch, n // per_epoch))
+        while n % fitted:
+            fitted -= 1
+        out["epoch"] = fitted
+        changed.append(f"epoch={fitted}")
+    for key in ("num_eval_iter", "num_log_iter"):
+        value = out.get(key)
+        if (key not in overridden and isinstance(value, int) and not isinstance(value, bool)
+                and value > n):
+            out[key] = n
+            changed.append(f"{key}={n}")
+    if not changed:
+        return cfg, None
+    return out, (f"num_train_iter={n} is shorter than the config's run: using "
+                 f"{', '.join(changed)} (set them with --set to choose otherwise)")
 
 
 def check_ranges(cfg: Dict[str, Any]) -> None:
@@ -544,6 +590,16 @@ def check_resume_config(cfg: Dict[str, Any], run_dir: Path) -> None:
                           "run (another save_name)")
 
 
+def _first_missing(path: Path) -> Optional[Path]:
+    """The outermost folder of ``path`` that does not exist yet (None: it all exists)."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
 def _write_results(run_dir: Path, cfg: Dict[str, Any], info: Any, **fields: Any) -> None:
     from dm_ssl.records import RESULTS_FILE, atomic_json
 
@@ -568,12 +624,20 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     if cfg.get("resume"):
         check_resume_config(cfg, run_dir)
     resolved = dict(cfg)  # what config.yaml records: the user's (global) settings
+    created = _first_missing(run_dir)  # removed again if the run is refused while building
     cfg = init_distributed(cfg)
     if cfg.get("sync_bn") and cfg["distributed"] and not str(cfg["device"]).startswith("cuda"):
         raise ConfigError(f"config key 'sync_bn': torch's SyncBatchNorm runs on CUDA devices "
                           f"only (device is {cfg['device']}); leave it false on CPU")
     set_seed(cfg["seed"])
-    alg, info, run_dir = prepare_run(cfg)
+    try:
+        alg, info, run_dir = prepare_run(cfg)
+    except BaseException:
+        # a bad net, mixer, loss or weights file shows only while building: a new run that
+        # never started leaves no directory behind (an existing one is never removed)
+        if created is not None and _is_main(cfg):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     resumed_from = None
     if cfg.get("resume"):  # before anything of the run's record changes: a refusal keeps it
         resumed_from = str(resume_run(alg, ckpt))
@@ -906,7 +970,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     quiet_third_party_warnings()
     try:
         if args.command == "train":
-            cfg = apply_overrides(load_config(args.config), args.overrides)
+            file_cfg = load_config(args.config)
+            cfg = apply_overrides(dict(file_cfg), args.overrides)
+            cfg, note = shorten_schedule(file_cfg, cfg, {p.split("=", 1)[0].strip()
+                                                         for p in args.overrides})
+            if note and os.environ.get("RANK", "0") == "0":
+                print(f"dm-ssl: {note}", file=sys.stderr)
             if args.verbose:
                 cfg["verbose"] = True
             for key, value in (("data_dir", args.data_dir), ("save_dir", args.save_dir),

@@ -395,3 +395,34 @@ def test_a_run_is_quiet_on_the_terminal_and_verbose_on_request(tmp_path):
     assert again.stderr.startswith("dm-ssl: error:") and "resume=true" in again.stderr
     debug = run("--debug")
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
+
+
+def test_a_shortened_run_fits_epoch_and_intervals_and_says_so(tmp_path, capsys):
+    """USB's schedule (2^20 iterations in 1024 epochs, evaluation every 5120) with
+    --set num_train_iter=6: epoch and intervals follow, in one line; keys set by the user win."""
+    cfg = tmp_path / "usb.yaml"
+    cfg.write_text(yaml.safe_dump({"algorithm": "fixmatch", "dataset": "digits",
+                                   "num_labels": 20, "in_channels": 1, "num_train_iter": 2**20,
+                                   "epoch": 1024, "num_eval_iter": 5120, "num_log_iter": 256,
+                                   "device": "cpu"}))
+    tiny = [t for t in TINY if not t.startswith(("num_train_iter", "epoch", "num_eval_iter"))]
+    assert cli.main(["train", "--config", str(cfg), "--save-dir", str(tmp_path / "a"),
+                     *_sets("num_train_iter=6", *tiny)]) == 0
+    err = capsys.readouterr().err
+    note = [line for line in err.splitlines() if "num_train_iter=6" in line]
+    assert len(note) == 1 and "epoch=1" in note[0] and "num_eval_iter=6" in note[0]
+    run = tmp_path / "a" / "fixmatch_digits"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["epoch"], saved["num_eval_iter"], saved["num_log_iter"]) == (1, 6, 6)
+    assert json.loads((run / "results.json").read_text())["iterations"] == 6
+    # the user's own epoch is kept (and checked): 4 does not divide 6
+    assert cli.main(["train", "--config", str(cfg), "--save-dir", str(tmp_path / "b"),
+                     *_sets("num_train_iter=6", "epoch=4", *tiny)]) == 2
+    assert "'epoch' (4) must divide" in capsys.readouterr().err
+    # a schedule that already fits is left alone, without a note
+    out, note = cli.shorten_schedule({"num_train_iter": 100, "epoch": 1}, {"num_train_iter": 50,
+                                     "epoch": 1, "num_eval_iter": 10}, {"num_train_iter"})
+    assert note is None and out["epoch"] == 1
+    out, _ = cli.shorten_schedule({"num_train_iter": 10240, "epoch": 10},
+                                  {"num_train_iter": 3072, "epoch": 10}, {"num_train_iter"})
+    assert out["epoch"] == 3                        # 1024 iterations per epoch, as the file

@@ -28,6 +28,8 @@ BASE = {"dataset": "digits", "in_channels": 1, "net": "small_cnn", "seed": 3,
 CASES = {
     "fixmatch_dm": {"algorithm": "fixmatch_dm", "num_labels": 20, "uratio": 2,
                     "dm_w_ll": 1.0, "dm_mixer": "mixup,cutmix"},
+    "fixmatch_dm_device": {"algorithm": "fixmatch_dm", "num_labels": 20, "uratio": 2,
+                           "dm_mixer": "cutmix", "augment_on": "device"},
     "supervised_mixup": {"algorithm": "supervised_mixup", "mix_mixers": "mixup,cutmix",
                          "mix_loss": "dm_ce", "subset_percent": 50},
     "selftuning_dm": {"algorithm": "selftuning_dm", "num_labels": 20, "uratio": 1,

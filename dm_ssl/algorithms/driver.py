@@ -34,6 +34,7 @@ from semilearn.core.hooks import Hook, TimerHook
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dm_ssl.data.device_data import device_stream
 from dm_ssl.data.sampling import ResumableSampler, SeededDataset, derive_seed, seed_everything
 
 #: Where each host keeps the extra tensors its ``get_save_dict`` writes (its ``load_model``
@@ -245,13 +246,20 @@ class DriverMixin:
     def _resumable(self, loader: Any, stream: int) -> Any:
         from semilearn.datasets import DistributedSampler
 
+        on_device = getattr(self.args, "augment_on", "loader") == "device"
         # semilearn's RandomSampler only; its weighted sampler (and loaders of our own that
         # are resumable already) stay as they are
         if not isinstance(loader, DataLoader) or type(loader.sampler) is not DistributedSampler:
+            if on_device:
+                raise ValueError(f"augment_on=device: {self.args.algorithm}'s training stream "
+                                 "is not semilearn's uniform sampler; use augment_on=loader")
             return loader
         old = loader.sampler
         sampler = ResumableSampler(len(loader.dataset), old.total_size, int(self.args.seed),
                                    stream, num_replicas=old.num_replicas, rank=old.rank)
+        if on_device:  # the images on the device, augmented there (dm_ssl.data.device_data)
+            return device_stream(loader.dataset, sampler, loader.batch_size, self.device,
+                                 loader.drop_last)
         return DataLoader(SeededDataset(loader.dataset), batch_size=loader.batch_size,
                           sampler=sampler, num_workers=loader.num_workers,
                           collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,

@@ -22,6 +22,7 @@ import numpy as np
 from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 from torch.utils.data import Dataset
 
+from .device_data import DeviceAugmentSpec
 from .registry import DatasetInfo, get_dataset_spec
 from .split import SPLIT_FILENAME, get_or_create_split
 from .transforms import USB_CROP_RATIO, eval_transform, strong_transform, weak_transform
@@ -47,6 +48,8 @@ class IndexedDataset(BasicDataset):
         super().__init__(alg, data, targets, num_classes, transform, is_ulb, strong_transform,
                          False)
         self.source_idx = np.arange(len(data)) if source_idx is None else source_idx
+        #: set by build_ssl_datasets where the device path can do the loader's transforms
+        self.device_augment: Optional[DeviceAugmentSpec] = None
 
 
 def build_ssl_datasets(dataset: str, root: Optional[PathLike], num_labels: int, seed: int,
@@ -109,6 +112,11 @@ def build_ssl_datasets(dataset: str, root: Optional[PathLike], num_labels: int, 
         "eval": IndexedDataset(algorithm, test_images, test_labels, k, plain, False, None),
         "test": None,
     }
+    if size == images.shape[1]:  # the device path has no Resize: native sizes only
+        spec_device = DeviceAugmentSpec(pad=int(size * (1 - crop_ratio)), hflip=flip,
+                                        mean=tuple(mean), std=tuple(std))
+        for name in ("train_lb", "train_ulb"):
+            dsets[name].device_augment = spec_device  # type: ignore[union-attr]
     info = DatasetInfo(
         name=dataset, num_classes=k, class_names=class_names, img_size=size, channels=channels,
         mean=tuple(mean), std=tuple(std), num_labels=int(num_labels), seed=int(seed),

@@ -1,0 +1,126 @@
+"""Device-resident training streams, augmented on the device (``augment_on: device``, #12).
+
+For the sets that fit in device memory (CIFAR-10/100, digits; 150 MB of uint8 for CIFAR's
+50,000 images), the training images live on the device as one ``(N, C, H, W)`` uint8 tensor.
+:class:`DeviceBatches` replaces a training stream's DataLoader: it draws the same positions
+from the same :class:`~dm_ssl.data.sampling.ResumableSampler` (semilearn's sampling semantics:
+labeled and unlabeled streams, ``uratio``, seeded, sharded over processes, resumable
+mid-epoch), gathers the batch by an index tensor and builds each view with
+:class:`~dm_ssl.data.batch_augment.BatchAugment` (USB's weak and strong augmentation, per
+sample). The item keys are the dataset's own (``idx_lb, x_lb, y_lb``; ``idx_ulb, x_ulb_w,
+x_ulb_s``; ``x_ulb_s_0, x_ulb_s_1`` for two strong views), so every semilearn algorithm whose
+views are weak / strong reads them unchanged.
+
+A batch's augmentation draws come from a generator seeded from its first sample's seed (the
+sampler's per-position 63-bit seed): a batch is a function of its position in the run, so a
+resumed run repeats it, and no two processes share draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .batch_augment import BatchAugment
+from .sampling import ResumableSampler, derive_seed
+
+#: the item keys of semilearn's classic-CV datasets -> what the device stream puts there
+VIEW_OF_KEY = {"x_lb": "weak", "x_ulb_w": "weak", "x_ulb_s": "strong",
+               "x_ulb_s_0": "strong", "x_ulb_s_1": "strong"}
+
+
+@dataclass(frozen=True)
+class DeviceAugmentSpec:
+    """What a dataset's loader transforms do, for the device path: reflect ``pad`` crop,
+    ``hflip``, then normalisation by ``mean`` / ``std`` (RandAugment(3, ·) for strong views)."""
+
+    pad: int
+    hflip: bool
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+
+class DeviceBatches:
+    """A training stream on the device: an iterable of batches like a DataLoader's.
+
+    Args:
+        images: the stream's images, ``(N, H, W)`` or ``(N, H, W, C)`` uint8 (numpy or torch).
+        targets: their labels (N,).
+        keys: the item keys to produce (from the dataset's ``__getitem__``: ``idx_*``,
+            ``y_*`` and the views of :data:`VIEW_OF_KEY`).
+        sampler: the stream's resumable sampler (positions and per-sample seeds).
+        batch_size: per process; ``drop_last`` as the loader it replaces.
+        spec: the augmentation.
+        device: where images, views and indices live.
+    """
+
+    def __init__(self, images: Any, targets: Any, keys: Sequence[str],
+                 sampler: ResumableSampler, batch_size: int, spec: DeviceAugmentSpec,
+                 device: torch.device, drop_last: bool = True) -> None:
+        unknown = [k for k in keys if k.startswith("x_") and k not in VIEW_OF_KEY]
+        if unknown:
+            raise ValueError(f"augment_on=device: no device view for the item keys {unknown} "
+                             f"(it builds {', '.join(VIEW_OF_KEY)}); use augment_on=loader")
+        x = torch.as_tensor(np.asarray(images))
+        if x.dtype != torch.uint8:
+            raise ValueError(f"augment_on=device needs uint8 images, got {x.dtype}")
+        if x.dim() == 3:
+            x = x.unsqueeze(-1)
+        self.images = x.permute(0, 3, 1, 2).contiguous().to(device)
+        self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long).to(device)
+        self.keys, self.sampler, self.batch_size = list(keys), sampler, int(batch_size)
+        self.drop_last, self.device = drop_last, torch.device(device)
+        self.weak = BatchAugment(strong=False, pad=spec.pad, hflip=spec.hflip,
+                                 mean=spec.mean, std=spec.std)
+        self.strong = BatchAugment(strong=True, pad=spec.pad, hflip=spec.hflip,
+                                   mean=spec.mean, std=spec.std)
+        self._generator = torch.Generator(device=self.device)
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Dict[str, Tensor]]:
+        buffer: List[Tuple[int, int]] = []
+        for index, seed in self.sampler:
+            buffer.append((int(index), int(seed)))
+            if len(buffer) == self.batch_size:
+                yield self.batch(buffer)
+                buffer = []
+        if buffer and not self.drop_last:
+            yield self.batch(buffer)
+
+    def batch(self, items: Sequence[Tuple[int, int]]) -> Dict[str, Tensor]:
+        """The batch of ``(index, sample_seed)`` items, every view drawn on the device."""
+        index = torch.tensor([i for i, _ in items], dtype=torch.long, device=self.device)
+        x = self.images.index_select(0, index)
+        g = self._generator.manual_seed(derive_seed(items[0][1], 0xA06))
+        out: Dict[str, Tensor] = {}
+        for key in self.keys:  # in the dataset's key order: the draws' order is fixed
+            if key.startswith("idx_"):
+                out[key] = index
+            elif key.startswith("y_"):
+                out[key] = self.targets.index_select(0, index)
+            else:
+                aug = self.weak if VIEW_OF_KEY[key] == "weak" else self.strong
+                out[key] = aug(x, g)
+        return out
+
+
+def device_stream(dataset: Any, sampler: ResumableSampler, batch_size: int,
+                  device: torch.device, drop_last: bool = True) -> DeviceBatches:
+    """The device stream of a dm_ssl SSL dataset (one built by ``build_ssl_datasets``, which
+    records its :class:`DeviceAugmentSpec` as ``dataset.device_augment``)."""
+    spec: Optional[DeviceAugmentSpec] = getattr(dataset, "device_augment", None)
+    if spec is None:
+        raise ValueError("augment_on=device: this dataset has no device augmentation (the "
+                         "classic-CV SSL sets cifar10, cifar100 and digits do); use "
+                         "augment_on=loader")
+    item = dataset[0]
+    keys = [k for k in item if k.startswith(("idx_", "x_", "y_"))]
+    return DeviceBatches(dataset.data, dataset.targets, keys, sampler, batch_size, spec,
+                         device, drop_last)

@@ -1,0 +1,221 @@
+"""The README's table of errors, row by row: ``dm-ssl`` as a subprocess, exit code ≠ 0, one
+``dm-ssl: …`` line naming the key or file, no traceback, and an existing run left as it was."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("semilearn")
+
+from .data.cifar_files import write_cifar10  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"net": "small_cnn", "num_train_iter": 2, "epoch": 1, "num_eval_iter": 2,
+        "batch_size": 4, "uratio": 2, "eval_batch_size": 16, "num_workers": 0,
+        "progress": False, "device": "cpu"}
+DIGITS = {"algorithm": "fixmatch_dm", "dataset": "digits", "num_labels": 20, "in_channels": 1,
+          **TINY}
+
+
+def dm_ssl(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dm_ssl.cli", *argv], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def config(tmp: Path, body, name: str = "c.yaml") -> Path:
+    path = tmp / name
+    path.write_text(body if isinstance(body, str) else yaml.safe_dump(body))
+    return path
+
+
+def hashes(run: Path) -> dict:
+    return {p.relative_to(run).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished digits run (2 iterations): the run directory other rows must not touch."""
+    tmp = tmp_path_factory.mktemp("run")
+    proc = dm_ssl("train", "--config", str(config(tmp, DIGITS)), "--save-dir", str(tmp / "runs"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return tmp, tmp / "runs" / "fixmatch_dm_digits"
+
+
+def one_error_line(proc: subprocess.CompletedProcess, *names: str, code: int = 2) -> str:
+    err = proc.stderr.strip()
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in err.splitlines() if line.startswith("dm-ssl:")]
+    assert len(lines) == 1, err
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    return lines[0]
+
+
+def _cifar(tmp: Path, **kwargs) -> Path:
+    root = tmp / "data"
+    write_cifar10(root, **kwargs)
+    return root
+
+
+#: id -> (build argv from tmp dir, strings the one line must name)
+CASES = {
+    "missing data": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "dataset": "cifar10", "num_labels": 10, "in_channels": 3})),
+        "--data-dir", str(t / "nodata")], ["cifar-10-batches-py"]),
+    "truncated data": (lambda t: _truncate(t), ["data_batch_1"]),
+    "wrong data layout": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "dataset": "cifar10", "num_labels": 10, "in_channels": 3})),
+        "--data-dir", str(_wrong_layout(t))], ["cifar-10-batches-py"]),
+    "too many labels": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "num_labels": 5000}))], ["num_labels"]),
+    "labels not divisible by classes": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "num_labels": 25}))], ["num_labels"]),
+    "unknown algorithm": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "algorithm": "fixmatch_dmx"}))], ["fixmatch_dmx", "fixmatch_dm"]),
+    "unknown net": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "net": "wrn_28_3"}))], ["net", "wrn_28_3"]),
+    "unknown mixer": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "dm_mixer": "mixitup"}))], ["dm_mixer", "mixitup"]),
+    "unknown loss": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "algorithm": "supervised_mixup", "mix_loss": "dm_cee"}))], ["mix_loss"]),
+    "unknown dataset": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "dataset": "cifar11"}))], ["cifar11"]),
+    "unknown optimizer": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "optim": "Adagrad"}))], ["optim", "Adagrad"]),
+    "unknown key": (lambda t: ["train", "--config", str(config(t, DIGITS)),
+                               "--set", "dm_etaa=1"], ["dm_etaa", "dm_eta"]),
+    "wrong type": (lambda t: ["train", "--config", str(config(t, DIGITS)),
+                              "--set", "lr=fast"], ["'lr'"]),
+    "threshold out of range": (lambda t: ["train", "--config", str(config(t, DIGITS)),
+                                          "--set", "p_cutoff=1.5"], ["'p_cutoff'"]),
+    "uratio 0": (lambda t: ["train", "--config", str(config(t, DIGITS)),
+                            "--set", "uratio=0"], ["'uratio'"]),
+    "ema_m out of range": (lambda t: ["train", "--config", str(config(t, DIGITS)),
+                                      "--set", "ema_m=2"], ["'ema_m'"]),
+    "epoch does not divide the run": (lambda t: ["train", "--config", str(config(t, DIGITS)),
+                                                 "--set", "num_train_iter=10", "--set",
+                                                 "epoch=3"], ["'epoch'"]),
+    "save directory not writable": (lambda t: ["train", "--config", str(config(t, DIGITS)),
+                                               "--save-dir", str(_a_file(t) / "runs")],
+                                    ["not_a_dir"]),
+    "device without a GPU": (lambda t: ["train", "--config", str(config(t, DIGITS)),
+                                        "--device", "cuda:3"], ["cuda:3"]),
+    "YAML syntax error": (lambda t: ["train", "--config", str(config(
+        t, "algorithm: fixmatch\nnum_labels: [40\n"))], ["c.yaml"]),
+    "empty config": (lambda t: ["train", "--config", str(config(t, ""))], ["c.yaml"]),
+    "config is a directory": (lambda t: ["train", "--config", str(t)], ["--config"]),
+    "missing pretrained file": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "net": "resnet18", "pretrained_path": str(t / "r18.pth")}))], ["r18.pth"]),
+    "wrong-architecture pretrained file": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "net": "resnet18", "pretrained_path": str(_wrong_weights(t))}))],
+        ["wrong.pth"]),
+    "missing checkpoint at eval": (lambda t: ["eval", "--checkpoint", str(t / "none.pth")],
+                                   ["none.pth"]),
+}
+
+
+def _truncate(tmp: Path) -> list:
+    root = _cifar(tmp)
+    batch = root / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(batch.read_bytes()[:100])
+    return ["train", "--config", str(config(tmp, {**DIGITS, "dataset": "cifar10",
+                                                   "num_labels": 10, "in_channels": 3})),
+            "--data-dir", str(root)]
+
+
+def _wrong_layout(tmp: Path) -> Path:
+    root = tmp / "flat"
+    (root / "cifar-10-python").mkdir(parents=True)   # the archive's name, not its folder
+    return root
+
+
+def _a_file(tmp: Path) -> Path:
+    path = tmp / "not_a_dir"
+    path.write_text("a file where a folder should be")
+    return path
+
+
+def _wrong_weights(tmp: Path) -> Path:
+    path = tmp / "wrong.pth"
+    torch.save({"conv1.weight": torch.zeros(3, 3, 3, 3), "fc.weight": torch.zeros(5, 7)}, path)
+    return path
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_bad_input_is_one_clear_line(tmp_path, case):
+    build, names = CASES[case]
+    proc = dm_ssl(*build(tmp_path), "--save-dir", str(tmp_path / "new")) \
+        if case not in ("save directory not writable", "missing checkpoint at eval") \
+        else dm_ssl(*build(tmp_path))
+    one_error_line(proc, *names)
+    assert not (tmp_path / "new").exists()          # a refused command makes no run directory
+
+
+def test_an_existing_run_is_never_changed_by_a_refused_command(finished_run, tmp_path):
+    tmp, run = finished_run
+    before = hashes(run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    save = ["--save-dir", str(run.parent)]
+    rows = {
+        "an existing run without resume": (["train", "--config", str(config(tmp_path, cfg))],
+                                           ["resume=true"]),
+        "resume from another algorithm's checkpoint": (
+            ["train", "--config", str(config(tmp_path, {**DIGITS, "algorithm": "fixmatch",
+                                                        "save_name": run.name,
+                                                        "resume": True}, "other.yaml"))],
+            ["algorithm"]),
+        "resume with another net": (
+            ["train", "--config", str(config(tmp_path, {**cfg, "net": "wrn_28_2",
+                                                        "resume": True}, "net.yaml"))],
+            ["net"]),
+    }
+    for name, (argv, names) in rows.items():
+        one_error_line(dm_ssl(*argv, *save), *names)
+        assert hashes(run) == before, name
+    # a split that no longer matches the data: named, and the run is otherwise as it was
+    split = run / "split.json"
+    saved = split.read_text()
+    data = json.loads(saved)
+    key = next(k for k, v in data.items() if isinstance(v, list))
+    data[key] = data[key][:-1]
+    split.write_text(json.dumps(data))
+    one_error_line(dm_ssl("train", "--config", str(config(tmp_path, {**cfg, "resume": True},
+                                                          "resume.yaml")), *save), "split")
+    split.write_text(saved)
+    assert hashes(run) == before
+    # eval still works on the run
+    ev = dm_ssl("eval", "--checkpoint", str(run / "latest_model.pth"), "--device", "cpu")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+
+
+def test_truncated_checkpoints_are_named_at_eval_and_at_resume(finished_run, tmp_path):
+    import shutil
+
+    _, run = finished_run
+    copy = tmp_path / "runs" / run.name
+    shutil.copytree(run, copy)
+    for p in copy.glob("*.pth*"):
+        p.write_bytes(p.read_bytes()[:64])          # every checkpoint truncated
+    one_error_line(dm_ssl("eval", "--checkpoint", str(copy / "latest_model.pth")),
+                   "latest_model.pth")
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    one_error_line(dm_ssl("train", "--config", str(config(tmp_path, {**cfg, "resume": True})),
+                          "--save-dir", str(tmp_path / "runs")), "latest_model.pth")
+
+
+def test_nan_mid_run_fails_the_run_and_says_where(tmp_path):
+    proc = dm_ssl("train", "--config", str(config(tmp_path, {**DIGITS, "lr": 1e30,
+                                                             "num_train_iter": 4})),
+                  "--save-dir", str(tmp_path / "runs"))
+    line = one_error_line(proc, "iteration", code=1)
+    assert "non-finite" in line
+    results = json.loads((tmp_path / "runs" / "fixmatch_dm_digits" / "results.json").read_text())
+    assert results["status"] == "failed"
