@@ -32,6 +32,7 @@ def train_two_processes(cfg: Path, save_dir: Path) -> None:
     ("fixmatch_dm", {}),
     ("selftuning_dm", {"st_queue_size": 2, "st_proj_dim": 8}),   # queues all-gathered
     ("fixmatch_dm", {"dm_mixer": "samix", "dm_w_ll": 1.0}),  # a Mix Block in the SSL term
+    ("fixmatch_dm", {"augment_on": "device"}),  # each process augments its shard on its device
 ])
 def test_torchrun_two_processes_cpu(tmp_path, alg, extra):
     cfg = tmp_path / "ddp.yaml"

@@ -97,3 +97,16 @@ def test_training_on_the_device_from_the_cli(tmp_path, capsys, alg):
         capsys.readouterr().err[-2000:]
     results = json.loads((tmp_path / "a" / f"{alg}_digits" / "results.json").read_text())
     assert results["status"] == "finished" and results["iterations"] == 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_streams(tmp_path):
+    ulb = _sets(tmp_path)["train_ulb"]
+
+    def first():
+        sampler = ResumableSampler(len(ulb), 64, seed=0, stream=1)
+        return next(iter(device_stream(ulb, sampler, 16, torch.device("cuda"))))
+
+    a, b = first(), first()
+    assert a["x_ulb_s"].is_cuda and a["idx_ulb"].is_cuda
+    assert torch.equal(a["x_ulb_s"], b["x_ulb_s"]) and not torch.equal(a["x_ulb_w"], a["x_ulb_s"])
