@@ -13,9 +13,20 @@ want=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
-echo "[setup] installing torch, semilearn and dm_ssl into .venv (first run: a few minutes)"
-.venv/bin/python -m pip install -q --upgrade pip
+log=.venv/install.log
+echo "[setup] installing torch, semilearn and dm_ssl into .venv (first run: a few minutes; log: $log)"
+install() {
+    # pip's own output goes to the log; on a failure its end is shown
+    if ! .venv/bin/python -m pip install -q "$@" >>"$log" 2>&1; then
+        echo "[setup] pip install $* failed; the end of $log:" >&2
+        tail -n 30 "$log" >&2
+        exit 1
+    fi
+}
+: > "$log"
+install --upgrade pip
 # The pinned trio first: semilearn imports torchaudio, whose builds must match torch exactly.
-.venv/bin/python -m pip install -q torch==2.9.1 torchvision==0.24.1 torchaudio==2.9.1
-.venv/bin/python -m pip install -q -e ".[dev]"
+install torch==2.9.1 torchvision==0.24.1 torchaudio==2.9.1
+install -e ".[dev]"
 echo "$want" > "$stamp"
+echo "[setup] done"
