@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from typing import Callable, Dict
 
 import numpy as np
 import torch
+from bench_mixers import median_ms  # scripts/ is on sys.path when run as a script
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -57,15 +56,8 @@ class PILSet(Dataset):
 
 def timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None
           ) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of ``repeats`` calls after a warm-up (bench_mixers' timer)."""
+    return median_ms(fn, repeats, sync) / 1e3
 
 
 def pil_one_process(data: np.ndarray, transform: Callable) -> Callable[[], object]:

@@ -114,3 +114,14 @@ def test_mixed_accuracy_learned_set_smoke(tmp_path):
     for runs in results.values():
         assert 0 <= runs[0]["own"]["top2"] <= runs[0]["own"]["top1"] <= 100
     assert "own top-1" in proc.stdout
+
+
+def test_bench_augment_smoke():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_augment.py"), "--batch", "16",
+         "--repeats", "1", "--workers", "1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if "img/s" in line]
+    assert len(rows) == 8 + 2 * int("batched CUDA" in proc.stdout)
+    assert all(float(r.split("img/s")[0].split()[-1]) > 0 for r in rows)
