@@ -128,7 +128,7 @@ def test_every_supervised_config_validates_and_one_runs(tmp_path):
     from .data.cifar_files import write_cifar100
 
     configs = sorted((CONFIGS[0].parents[2] / "supervised").rglob("*.yaml"))
-    assert len(configs) == 194
+    assert len(configs) == 202
     learned = 0
     for path in configs:
         cfg = cli.validate(cli.load_config(str(path)))
@@ -143,7 +143,7 @@ def test_every_supervised_config_validates_and_one_runs(tmp_path):
             assert cfg["mix_alpha"] == "2.0" and cfg["mix_eta"] == 1.0
         elif cfg["mix_loss"] in ("dm_ce", "dm_bce"):
             assert cfg["mix_alpha"] == "0.2" and cfg["mix_eta"] in (0.1, 1.0)
-    assert learned == 56
+    assert learned == 64
     data = tmp_path / "data"
     write_cifar100(data, per_class=4)
     for name, net in (("cifar100_cifar_resnet18_mixup_dm_ce_30pct", "cifar_resnet18"),
@@ -181,6 +181,35 @@ def test_imagenet_recipes_run_from_their_configs(tmp_path, recipe):
     for key in ("optim", "auto_augment", "repeated_aug", "ema_m", "mix_bce_threshold",
                 "net_options", "mix_alpha"):
         assert used[key] == shipped[key]
+
+
+@pytest.mark.parametrize("recipe,net,options", [
+    ("imagenet_swin_t_deit_samix_dm_ce", "timm/swin_tiny_patch4_window7_224",
+     "{img_size: 32, window_size: 2, embed_dim: 8, depths: [1, 1, 1, 1], "
+     "num_heads: [1, 1, 1, 1], drop_path_rate: 0.2}"),
+    ("imagenet_deit_s_deit_automix_mce", "timm/deit_small_patch16_224",
+     "{img_size: 32, patch_size: 8, depth: 2, embed_dim: 16, num_heads: 2, "
+     "drop_path_rate: 0.1}"),
+])
+def test_table_a5_transformer_configs_with_learned_mixers_run(tmp_path, recipe, net, options):
+    """Table A5's rows: the DeiT recipe with AutoMix / SAMix on a ViT or a Swin (smaller),
+    the Mix Block on the transformer's tokens / NHWC maps, OpenMixup's switch_off."""
+    from .data.test_tinyimagenet import write_image_folder
+
+    write_image_folder(tmp_path / "data", per_class=6, val_per_class=2, size=48)
+    path = CONFIGS[0].parents[2] / "supervised" / "imagenet" / f"{recipe}.yaml"
+    shipped = cli.validate(cli.load_config(str(path)))
+    assert shipped["mix_options"][shipped["mix_mixers"]]["switch_off"] == 0.8
+    small = [f"net={net}", f"net_options={options}", "num_classes=3", "img_size=32",
+             "num_train_iter=4", "epoch=2", "num_warmup_iter=1", "num_eval_iter=2",
+             "batch_size=6", "eval_batch_size=8", "num_workers=0", "progress=false"]
+    argv = ["train", "--config", str(path), "--data-dir", str(tmp_path / "data"), "--save-dir",
+            str(tmp_path / "runs"), *_sets(*small)]
+    assert cli.main(argv) == 0
+    run = tmp_path / "runs" / shipped["save_name"]
+    assert json.loads((run / "results.json").read_text())["final_it"] == 4
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/mixblock_mask_loss" in r for r in rows)
 
 
 def test_recipe_keys_are_refused_where_they_would_be_ignored():

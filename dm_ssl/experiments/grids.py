@@ -296,13 +296,19 @@ def imagenet_configs():
                                **({"mix_eta": 1.0} if loss == "dm_ce" else {}))
         for net, drop_path in (("deit_small_patch16_224", 0.1),
                                ("swin_tiny_patch4_window7_224", 0.2)):  # DeiT
+            deit = dict(optim="adamw", lr=1e-3, weight_decay=0.05, num_warmup_epochs=5,
+                        warmup_lr=1e-6, min_lr=1e-5, auto_augment="rand-m9-mstd0.5-inc1",
+                        reprob=0.25, repeated_aug=3, mix_label_smoothing=0.1,
+                        ema_m=0.99996, interpolation="bicubic",
+                        net_options={"drop_path_rate": drop_path})
             yield imagenet("deit", net, loss, "mixup,cutmix", dm_alpha(loss, "0.8,1.0"), 300,
-                           1024,
-                           optim="adamw", lr=1e-3, weight_decay=0.05, num_warmup_epochs=5,
-                           warmup_lr=1e-6, min_lr=1e-5, auto_augment="rand-m9-mstd0.5-inc1",
-                           reprob=0.25, repeated_aug=3, mix_label_smoothing=0.1,
-                           ema_m=0.99996, interpolation="bicubic",
-                           net_options={"drop_path_rate": drop_path})
+                           1024, **deit)
+            for mixer in LEARNED:  # Table A5: η = 1, α = 2, OpenMixup's ViT AutoMix settings
+                keys = learned_keys("imagenet", net, mixer, 1e-3)
+                keys["mix_options"][mixer].update(switch_off=0.8, momentum_scope=[0.25, 1.0])
+                yield imagenet("deit", net, loss, mixer, "2.0", 300, 1024,
+                               **{**deit, **keys},
+                               **({"mix_eta": 1.0} if loss == "dm_ce" else {}))
     for loss in ("mbce", "dm_bce"):
         for net in IMAGENET_NETS:  # RSB A3
             yield imagenet("rsb_a3", net, loss, "mixup,cutmix", dm_alpha(loss, "0.1,1.0"), 100,

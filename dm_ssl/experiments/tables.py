@@ -191,6 +191,13 @@ def table_a3() -> Table:
                            and "_pytorch_" in c["save_name"]), seeds=(0,))
 
 
+def table_a5() -> Table:
+    return Table("A5", "ImageNet-1k DeiT recipe, DeiT-S and Swin-T with learned mixers "
+                 "(AutoMix, SAMix): MCE vs DM(CE)",
+                 _imagenet(lambda c: c["mix_mixers"] in grids.LEARNED
+                           and "_deit_" in c["save_name"]), seeds=(0,))
+
+
 def table_a4() -> Table:
     return Table("A4", "ImageNet-1k RSB A3 ResNet-50 with learned mixers: MBCE vs DM(BCE)",
                  _imagenet(lambda c: c["mix_mixers"] in grids.LEARNED
@@ -389,7 +396,7 @@ def table_eta_digits() -> Table:
 
 TABLES: Dict[str, Callable[[], Table]] = {
     "ssl": table_ssl, "transfer": table_transfer, "A1": table_a1, "A2": table_a2,
-    "A3": table_a3, "A4": table_a4, "A6": table_a6, "A7": table_a7, "A8": table_a8,
+    "A3": table_a3, "A4": table_a4, "A5": table_a5, "A6": table_a6, "A7": table_a7, "A8": table_a8,
     "eta": table_eta, "xi_t": table_xi_t, "eta_digits": table_eta_digits,
     "A1_digits": table_a1_digits, "A1_digits_learned": table_a1_digits_learned,
     "digits_demo": table_digits_demo, "digits_smoke": table_digits_smoke,

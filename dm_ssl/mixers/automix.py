@@ -69,9 +69,20 @@ _MASK_LAYERS = ((("layer1", "layer2", "layer3", "layer4"), "layer3"),
 
 def detect_mask_layer(model: nn.Module) -> str:
     """``layer3`` for ResNets (layer1..layer4); ``layer2`` / ``block2`` for three-stage nets
-    (dm_ssl's small CNN, WRNs)."""
+    (dm_ssl's small CNN, WRNs). Transformers as OpenMixup's ImageNet configs: a ViT / DeiT's
+    middle block (``blocks.5`` of 12, its ``out_indices=(5, 11)``), a Swin's stage-2 output
+    after patch merging (7×7×768 for Swin-T: timm's ``layers.3.downsample``)."""
     root = unwrap(model)
     names = {n for n, _ in root.named_modules()}
+    for name, module in root.named_modules():
+        prefix = name + "." if name else ""
+        if hasattr(module, "num_prefix_tokens") and isinstance(
+                getattr(module, "blocks", None), nn.Sequential):            # timm ViT / DeiT
+            return f"{prefix}blocks.{max(len(module.blocks) // 2 - 1, 0)}"
+        layers = getattr(module, "layers", None)
+        if getattr(module, "output_fmt", None) == "NHWC" and isinstance(layers, nn.Sequential) \
+                and len(layers) >= 2 and hasattr(layers[-1], "downsample"):  # timm Swin
+            return f"{prefix}layers.{len(layers) - 1}.downsample"
     for family, layer in _MASK_LAYERS:
         # at the top or inside a wrapper (timm nets: ``model.layer3``), shallowest first
         prefixes = sorted((n[: -len(family[0])] for n in names
@@ -88,15 +99,45 @@ class _Captured(Exception):
     """Raised by the capture hook to stop a forward once the feature map is taken."""
 
 
-def capture_features(model: nn.Module, layer: str, x: Tensor) -> Tensor:
-    """The output of ``model.<layer>`` for input ``x``; the layers after it are not run."""
+def feature_layout(model: nn.Module) -> str:
+    """How ``model``'s intermediate outputs are laid out: ``NCHW`` (CNNs), ``NHWC`` (timm's
+    Swin and other ``output_fmt='NHWC'`` nets) or ``tokens:<p>`` (a ViT's ``(N, p + h·w, C)``
+    tokens with ``p`` prefix tokens: class / distillation / registers)."""
+    for module in unwrap(model).modules():
+        if hasattr(module, "num_prefix_tokens") and hasattr(module, "blocks"):
+            return f"tokens:{int(module.num_prefix_tokens)}"
+        if getattr(module, "output_fmt", None) == "NHWC":
+            return "NHWC"
+    return "NCHW"
+
+
+def as_feature_map(out: Tensor, layout: str = "NCHW") -> Tensor:
+    """An intermediate output as the Mix Block's (N, C, h, w) map (OpenMixup reshapes a ViT's
+    patch tokens, without the class token, to the patch grid the same way)."""
+    if layout.startswith("tokens:") and out.dim() == 3:
+        tokens = out[:, int(layout.split(":")[1]):]
+        side = math.isqrt(tokens.shape[1])
+        if side * side != tokens.shape[1]:
+            raise ValueError(f"{tokens.shape[1]} patch tokens do not form a square grid")
+        return tokens.transpose(1, 2).reshape(out.shape[0], out.shape[2], side, side)
+    if layout == "NHWC" and out.dim() == 4:
+        return out.permute(0, 3, 1, 2)
+    return out
+
+
+def capture_features(model: nn.Module, layer: str, x: Tensor, layout: str = "NCHW") -> Tensor:
+    """The output of ``model.<layer>`` for input ``x`` as a (N, C, h, w) map (see
+    :func:`as_feature_map`); the layers after it are not run."""
     module = find_layer(model, layer)
     store: Dict[str, Tensor] = {}
 
     def hook(_: nn.Module, __: Any, out: Any) -> None:
+        if isinstance(out, Tensor):
+            out = as_feature_map(out, layout)
         if not isinstance(out, Tensor) or out.dim() != 4:
-            raise ValueError(f"mask_layer {layer!r} must output a feature map (N, C, h, w), "
-                             f"got {type(out).__name__} {tuple(getattr(out, 'shape', ()))}")
+            raise ValueError(f"mask_layer {layer!r} must output a feature map (N, C, h, w) or "
+                             f"ViT tokens, got {type(out).__name__} "
+                             f"{tuple(getattr(out, 'shape', ()))}")
         store["f"] = out
         raise _Captured
 
@@ -270,6 +311,10 @@ class AutoMix(Mixer):
         neg_weight: class weight of negative classes in that loss (SAMix 0.5; see above).
         lam_margin: λ or 1 − λ at most this → the classifier gets a plain Mixup (0.08).
         mask_adjust: probability of rescaling the classifier's mask to the requested λ (0).
+        switch_off: OpenMixup's ``switch_off`` (its ImageNet ViT configs 0.8): the Mix Block's
+            mixup loss (and the momentum encoder's forward of its sample) runs with probability
+            ``switch_off · c`` per step, ``c`` the mask-loss cosine factor (1 without
+            ``mask_loss_decay``); the mask loss always. 0 (default): every step.
         upsampling: ``nearest`` (AutoMix) / ``bilinear`` (SAMix), or a list to draw from.
         reduction, use_scale, lam_concat, lam_concat_v, lam_mul, lam_mul_k, lam_residual,
         value_hidden, x_qk_concat, x_v_concat: the Mix Block's options (:class:`MixBlock`).
@@ -286,7 +331,7 @@ class AutoMix(Mixer):
                  mask_loss_mode: str = "L1", mask_loss_margin: float = 0.1,
                  mask_loss_decay: str = "none",
                  block_loss_weight: float = 1.0, neg_weight: float = 1.0,
-                 lam_margin: float = 0.08, mask_adjust: float = 0.0,
+                 lam_margin: float = 0.08, mask_adjust: float = 0.0, switch_off: float = 0.0,
                  upsampling: Union[str, Sequence[str]] = "nearest", reduction: int = 2,
                  use_scale: bool = True, lam_concat: bool = False, lam_concat_v: bool = False,
                  lam_mul: float = 0.0, lam_mul_k: Union[float, Sequence[float]] = -1.0,
@@ -310,7 +355,8 @@ class AutoMix(Mixer):
                                     ("block_loss_weight", block_loss_weight, 0, math.inf),
                                     ("neg_weight", neg_weight, 0, 1),
                                     ("lam_margin", lam_margin, 0, 0.5),
-                                    ("mask_adjust", mask_adjust, 0, 1)):
+                                    ("mask_adjust", mask_adjust, 0, 1),
+                                    ("switch_off", switch_off, 0, 1)):
             if not lo <= float(value) <= hi:
                 raise ValueError(f"{name} must be in [{lo}, {hi}], got {value!r}")
         self.mask_layer = mask_layer
@@ -321,6 +367,8 @@ class AutoMix(Mixer):
         self.mask_loss_margin = float(mask_loss_margin)
         self.block_loss_weight, self.neg_weight = float(block_loss_weight), float(neg_weight)
         self.lam_margin, self.mask_adjust = float(lam_margin), float(mask_adjust)
+        self.switch_off = float(switch_off)
+        self.feature_layout = "NCHW"  # set from the network in setup
         self.upsampling = _choices(upsampling, "upsampling", UPSAMPLING)
         self.lam_mul_k = tuple(min(float(k), 10.0) if k >= 0 else -1.0
                                for k in _choices(lam_mul_k, "lam_mul_k"))
@@ -336,7 +384,7 @@ class AutoMix(Mixer):
 
     def extra_repr(self) -> str:
         keys = ("alpha", "mask_layer", "momentum", "end_momentum", "mask_loss",
-                "mask_loss_mode", "lam_margin", "upsampling", "neg_weight")
+                "mask_loss_mode", "lam_margin", "upsampling", "neg_weight", "switch_off")
         return ", ".join(f"{k}={getattr(self, k)!r}" for k in keys)
 
     # -- the network-dependent parts ------------------------------------------------------------
@@ -352,8 +400,9 @@ class AutoMix(Mixer):
         param = next(net.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         probe = torch.zeros(2, *input_shape, device=device)
+        self.feature_layout = feature_layout(net)
         with torch.no_grad(), eval_mode(self.encoder):
-            feat = capture_features(self.encoder, self.mask_layer, probe)
+            feat = capture_features(self.encoder, self.mask_layer, probe, self.feature_layout)
         self.block = MixBlock(feat.shape[1], **self.block_options).to(device)
 
     def _require_setup(self) -> Tuple[nn.Module, MixBlock]:
@@ -423,7 +472,7 @@ class AutoMix(Mixer):
                   float(_random.rand(1, generator=generator, device=dev)) < self.mask_adjust)
         with torch.no_grad(), frozen_bn_stats(encoder):
             inputs = x if pair.index is not None else torch.cat([x, pair.x_b])
-            feat = capture_features(encoder, self.mask_layer, inputs)
+            feat = capture_features(encoder, self.mask_layer, inputs, self.feature_layout)
         f_a = feat[:n]
         if pair.index is None:
             f_b_bb = f_b_mb = feat[n:]
@@ -450,22 +499,26 @@ class AutoMix(Mixer):
                              index=pair.index)
         # the Mix Block's loss: through the momentum encoder, no gradient to the classifier
         s_mb = block(f_a, f_b_mb, lam_mb, size, up, k_mul)
-        x_mb = x.detach() * (1 - s_mb.to(x.dtype)) + x_b_mb.detach() * s_mb.to(x.dtype)
-        with frozen_bn_stats(encoder):
-            logits_k = self.predict_k(x_mb).float()
         lam_mb_f = lam_mb.to(torch.float32)
-        if weight is not None and pair.index is not None:  # the rows follow their partners
-            weight = weight * weight[index_mb.to(weight.device)]
-        loss_block = class_weighted_soft_ce(logits_k, y, y_b_mb, lam_mb_f, self.neg_weight,
-                                            weight=weight)
+        cosine = (0.5 * (1 + math.cos(math.pi * self._progress))
+                  if self.mask_loss_decay == "cosine" else 1.0)  # OpenMixup's cos_annealing
+        train_block = (self.switch_off <= 0 or float(
+            _random.rand(1, generator=generator, device=dev)) <= self.switch_off * cosine)
         loss_mask = mask_loss(s_mb, lam_mb_f, self.mask_loss_mode, self.mask_loss_margin,
                               per_sample=self.per_sample)
-        w_mask = self.mask_loss
-        if self.mask_loss_decay == "cosine":  # OpenMixup's ImageNet CustomCosineAnnealingHook
-            w_mask = w_mask * 0.5 * (1 + math.cos(math.pi * self._progress))
-        aux = self.block_loss_weight * loss_block + w_mask * loss_mask
-        logs = {"mixblock_loss": loss_block.item(), "mixblock_mask_loss": loss_mask.item(),
+        aux = self.mask_loss * cosine * loss_mask   # cosine: CustomCosineAnnealingHook
+        logs = {"mixblock_mask_loss": loss_mask.item(),
                 "mixblock_lam_gap": (lam_eff - lam.double()).abs().mean().item()}
+        if train_block:
+            x_mb = x.detach() * (1 - s_mb.to(x.dtype)) + x_b_mb.detach() * s_mb.to(x.dtype)
+            with frozen_bn_stats(encoder):
+                logits_k = self.predict_k(x_mb).float()
+            if weight is not None and pair.index is not None:  # rows follow their partners
+                weight = weight * weight[index_mb.to(weight.device)]
+            loss_block = class_weighted_soft_ce(logits_k, y, y_b_mb, lam_mb_f, self.neg_weight,
+                                                weight=weight)
+            aux = aux + self.block_loss_weight * loss_block
+            logs["mixblock_loss"] = loss_block.item()
         return MixResult(x=mixed, y_a=y, y_b=pair.y_b, lam=lam_eff.to(lam_dtype(x)),
                          index=pair.index, aux_loss=aux, logs=logs)
 

@@ -257,3 +257,61 @@ def test_row_weights_reach_only_the_mixer_loss():
     again = mixer(x, y, x_b=x_b, y_b=other, generator=torch.Generator().manual_seed(0),
                   model=net, weight=w)
     assert again.logs["mixblock_loss"] == pytest.approx(masked.logs["mixblock_loss"])
+
+
+TRANSFORMERS = {
+    # DeiT-like: 12 blocks -> OpenMixup's out_indices 5 (blocks.5); patch tokens to the grid
+    "vit": ("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, depth=4, embed_dim=16,
+                                         num_heads=2), "blocks.1", (16, 4, 4)),
+    # Swin: the stage-2 output after patch merging (timm: layers.3.downsample), NHWC in timm
+    "swin": ("swin_tiny_patch4_window7_224", dict(img_size=32, window_size=2, embed_dim=8,
+                                                 depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)),
+             "layers.3.downsample", (64, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("kind", list(TRANSFORMERS))
+@pytest.mark.parametrize("name", ["automix", "samix"])
+def test_learned_mixers_on_transformers(kind, name):
+    """ViT tokens (class token dropped) and Swin's NHWC maps feed the Mix Block as (N, C, h, w);
+    λ is the mask mean; the Mix Block learns, the classifier gets no Mix-Block gradient."""
+    from dm_ssl.mixers.automix import as_feature_map, feature_layout
+    from dm_ssl.nets.timm_net import timm_net
+
+    model, options, layer, shape = TRANSFORMERS[kind]
+    torch.manual_seed(0)
+    net = timm_net(model, 5, **options)
+    mixer = build_mixer(name)
+    mixer.setup(net, (3, 32, 32))
+    assert detect_mask_layer(net).endswith(layer)
+    feat = capture_features(mixer.encoder, mixer.mask_layer, torch.rand(2, 3, 32, 32),
+                            feature_layout(net))
+    assert tuple(feat.shape[1:]) == shape
+    x = torch.rand(4, 3, 32, 32)
+    y = torch.tensor([0, 1, 2, 3])
+    res = mixer(x, y, generator=torch.Generator().manual_seed(1), model=net)
+    moved = res.index != torch.arange(4)                          # a sample paired with itself
+    s = ((x - res.x) / (x - x[res.index])).mean(1)[moved]         # is not mixed at all
+    assert bool(moved.any())
+    assert torch.allclose(res.lam[moved].double(), 1 - s.reshape(int(moved.sum()), -1)
+                          .double().mean(1), atol=1e-3)
+    res.aux_loss.backward()
+    assert all(p.grad is None for p in net.parameters())           # no Mix-Block gradient
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in mixer.block.parameters())
+    tokens = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)  # 1 + 2x2 tokens
+    grid = as_feature_map(tokens, "tokens:1")
+    assert grid.shape == (2, 3, 2, 2) and torch.equal(grid[0, :, 0, 1], tokens[0, 2])
+
+
+def test_switch_off_skips_the_mix_blocks_mixup_loss_as_often_as_asked():
+    net, mixer = _setup(switch_off=0.5)
+    x, y = _batch()
+    g = torch.Generator().manual_seed(0)
+    trained = [("mixblock_loss" in mixer(x, y, generator=g, model=net).logs) for _ in range(200)]
+    assert 70 < sum(trained) < 130                               # ~ switch_off of the steps
+    assert all("mixblock_mask_loss" in mixer(x, y, generator=g, model=net).logs
+               for _ in range(3))                                # the mask loss always
+    _, never = _setup(switch_off=0.0)
+    assert "mixblock_loss" in never(x, y, generator=g, model=net).logs
+    with pytest.raises(ValueError, match="switch_off"):
+        build_mixer("automix", switch_off=1.5)
