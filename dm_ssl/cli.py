@@ -600,6 +600,20 @@ def _first_missing(path: Path) -> Optional[Path]:
     return path
 
 
+def _remove_new_run_dir(run_dir: Path, created: Path) -> None:
+    """Remove a refused new run's directory, and the folders above it that this run created
+    while they are empty (another run may have started in them meanwhile)."""
+    run_dir, created = run_dir.absolute(), created.absolute()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    folder = run_dir.parent
+    while folder != created.parent and created in (folder, *folder.parents):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: someone else's
+            break
+        folder = folder.parent
+
+
 def _write_results(run_dir: Path, cfg: Dict[str, Any], info: Any, **fields: Any) -> None:
     from dm_ssl.records import RESULTS_FILE, atomic_json
 
@@ -636,7 +650,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
         # a bad net, mixer, loss or weights file shows only while building: a new run that
         # never started leaves no directory behind (an existing one is never removed)
         if created is not None and _is_main(cfg):
-            shutil.rmtree(created, ignore_errors=True)
+            _remove_new_run_dir(run_dir, created)
         raise
     resumed_from = None
     if cfg.get("resume"):  # before anything of the run's record changes: a refusal keeps it
