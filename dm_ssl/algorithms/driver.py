@@ -15,7 +15,10 @@ same run as one never stopped (bit-identical on CPU): the training streams draw 
 functions of the seed, the epoch and the position, so a resume starts mid-epoch at the right
 sample), and :class:`StepSeedHook` seeds python, numpy and torch from ``(seed, rank, it)``
 before every step (dropout, drop-path and any other draw from the global RNGs). The DM term's
-and the mixers' own generators travel in the checkpoint.
+and supervised mixup's mixing generators are reseeded from ``(seed, rank, it)`` at every step
+(:class:`~dm_ssl.algorithms.mixing.StepGenerators`); their state also travels in the
+checkpoint. With ``augment_on: device`` the streams are
+:class:`~dm_ssl.data.device_data.DeviceBatches` over the same sampler.
 """
 
 from __future__ import annotations
