@@ -54,6 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dm_ssl.mixers import _random  # generator-aware draws (on the generator's device)
+
 #: USB's ``augment_list()``: name -> (min, max) of the magnitude
 OPS: Dict[str, Tuple[float, float]] = {
     "AutoContrast": (0, 1), "Brightness": (0.05, 0.95), "Color": (0.05, 0.95),
@@ -318,24 +320,14 @@ def crop(x: Tensor, pad: int, top: Tensor, left: Tensor) -> Tensor:
     return flat.reshape(n, c, h, w)
 
 
-def _draw(kind: str, size: Tuple[int, ...], generator: Optional[torch.Generator],
-          device: torch.device, high: int = 0) -> Tensor:
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    if kind == "int":
-        out = torch.randint(high, size, generator=generator, device=gdev)
-    else:
-        out = torch.rand(size, generator=generator, device=gdev, dtype=torch.float64)
-    return out.to(device)
-
-
 def weak_levels(x: Tensor, pad: int, hflip: bool,
                 generator: Optional[torch.Generator]) -> Tensor:
     """Random crop (pad ``pad``, reflect) and flip (p = ½) per sample, on levels."""
     n, _, h, w = x.shape
-    offsets = _draw("int", (2, n), generator, x.device, high=2 * pad + 1)
+    offsets = _random.randint(2 * pad + 1, (2, n), generator=generator, device=x.device)
     out = crop(x, pad, offsets[0], offsets[1])
     if hflip:
-        flip = _draw("float", (n,), generator, x.device) < 0.5
+        flip = _random.rand(n, generator=generator, device=x.device) < 0.5
         out = torch.where(flip[:, None, None, None], out.flip(-1), out)
     return out
 
@@ -361,9 +353,9 @@ def draw_rand_augment(n: int, h: int, w: int, n_ops: int = 3, *,
     replacement), ``random.random()`` per magnitude, ``random.random() · ½`` for Cutout and
     numpy's ``uniform(w)``, ``uniform(h)`` (U(1, w], U(1, h]) for its centre."""
     device = torch.device("cpu") if device is None else device
-    ops = _draw("int", (n, n_ops), generator, device, high=num_ops)
-    u = _draw("float", (n, n_ops), generator, device)
-    cut = _draw("float", (3, n), generator, device)
+    ops = _random.randint(num_ops, (n, n_ops), generator=generator, device=device)
+    u = _random.rand((n, n_ops), generator=generator, device=device)
+    cut = _random.rand((3, n), generator=generator, device=device)
     return RandAugmentDraws(ops, u, cut[0] * cutout_max, w + (1.0 - w) * cut[1],
                             h + (1.0 - h) * cut[2])
 

@@ -43,6 +43,13 @@ class RunRow:
     extras: Dict[str, Optional[float]] = field(default_factory=dict)
 
 
+def _mean_std(values: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
+    """Mean and sample std (0 for one value; None, None for none)."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 @dataclass
 class CellRow:
     table: str
@@ -56,10 +63,7 @@ class CellRow:
 
     def extra(self, label: str) -> Tuple[Optional[float], Optional[float]]:
         """Mean and std of a further column over the seeds that have it."""
-        vals = self.extras.get(label) or []
-        if not vals:
-            return None, None
-        return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+        return _mean_std(self.extras.get(label) or [])
 
     @property
     def n(self) -> int:
@@ -67,13 +71,11 @@ class CellRow:
 
     @property
     def mean(self) -> Optional[float]:
-        return statistics.fmean(self.values) if self.values else None
+        return _mean_std(self.values)[0]
 
     @property
     def std(self) -> Optional[float]:
-        if not self.values:
-            return None
-        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+        return _mean_std(self.values)[1]
 
     @property
     def diff(self) -> Optional[float]:

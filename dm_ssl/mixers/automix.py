@@ -74,14 +74,14 @@ def detect_mask_layer(model: nn.Module) -> str:
     after patch merging (7×7×768 for Swin-T: timm's ``layers.3.downsample``)."""
     root = unwrap(model)
     names = {n for n, _ in root.named_modules()}
-    for name, module in root.named_modules():
-        prefix = name + "." if name else ""
-        if hasattr(module, "num_prefix_tokens") and isinstance(
-                getattr(module, "blocks", None), nn.Sequential):            # timm ViT / DeiT
+    found = _transformer(root)
+    if found is not None:
+        kind, prefix, module = found
+        if kind == "vit":
             return f"{prefix}blocks.{max(len(module.blocks) // 2 - 1, 0)}"
         layers = getattr(module, "layers", None)
-        if getattr(module, "output_fmt", None) == "NHWC" and isinstance(layers, nn.Sequential) \
-                and len(layers) >= 2 and hasattr(layers[-1], "downsample"):  # timm Swin
+        if isinstance(layers, nn.Sequential) and len(layers) >= 2 \
+                and hasattr(layers[-1], "downsample"):
             return f"{prefix}layers.{len(layers) - 1}.downsample"
     for family, layer in _MASK_LAYERS:
         # at the top or inside a wrapper (timm nets: ``model.layer3``), shallowest first
@@ -99,16 +99,29 @@ class _Captured(Exception):
     """Raised by the capture hook to stop a forward once the feature map is taken."""
 
 
+def _transformer(root: nn.Module) -> Optional[Tuple[str, str, nn.Module]]:
+    """The first timm transformer inside ``root``: ``("vit", prefix, module)`` for a ViT /
+    DeiT (patch tokens after ``num_prefix_tokens`` prefix tokens, ``blocks``), ``("swin",
+    prefix, module)`` for a Swin or another ``output_fmt='NHWC'`` net; None."""
+    for name, module in root.named_modules():
+        prefix = name + "." if name else ""
+        if hasattr(module, "num_prefix_tokens") and isinstance(
+                getattr(module, "blocks", None), nn.Sequential):
+            return "vit", prefix, module
+        if getattr(module, "output_fmt", None) == "NHWC":
+            return "swin", prefix, module
+    return None
+
+
 def feature_layout(model: nn.Module) -> str:
     """How ``model``'s intermediate outputs are laid out: ``NCHW`` (CNNs), ``NHWC`` (timm's
     Swin and other ``output_fmt='NHWC'`` nets) or ``tokens:<p>`` (a ViT's ``(N, p + h·w, C)``
     tokens with ``p`` prefix tokens: class / distillation / registers)."""
-    for module in unwrap(model).modules():
-        if hasattr(module, "num_prefix_tokens") and hasattr(module, "blocks"):
-            return f"tokens:{int(module.num_prefix_tokens)}"
-        if getattr(module, "output_fmt", None) == "NHWC":
-            return "NHWC"
-    return "NCHW"
+    found = _transformer(unwrap(model))
+    if found is None:
+        return "NCHW"
+    kind, _, module = found
+    return f"tokens:{int(module.num_prefix_tokens)}" if kind == "vit" else "NHWC"
 
 
 def as_feature_map(out: Tensor, layout: str = "NCHW") -> Tensor:
