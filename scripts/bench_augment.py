@@ -10,9 +10,13 @@ to normalised float tensors by
 - :class:`dm_ssl.data.batch_augment.BatchAugment` on the uint8 batch, on the CPU with one
   thread and with all cores, and on CUDA when present.
 
-On CUDA it also times a WRN-28-2 FixMatch step (64 labeled + 448 weak + 448 strong, forward,
-loss, backward, SGD) and prints the batched augmentation's share of data + step time.
-Prints images/s (median of ``--repeats``) and the ratios.
+It counts the kernels one batch launches on an accelerator (the sync-free path's ATen ops,
+read on the CPU with :class:`dm_ssl.data.op_log.OpLog`) and the host syncs among them (0).
+On CUDA it also times a WRN-28-2 FixMatch step (64 labeled + 448 weak + 448 strong views,
+forward, loss, backward, SGD) ``--steps`` times in a row, once on ready-made views and once
+augmenting its three batches first, as a training loop does: the difference is the data time
+the augmentation adds to a step, printed as its share. Prints images/s (median of
+``--repeats``) and the ratios.
 
     .venv/bin/python scripts/bench_augment.py [--batch 448] [--repeats 5]
 """
@@ -30,6 +34,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dm_ssl.data.batch_augment import BatchAugment
+from dm_ssl.data.op_log import OpLog
 from dm_ssl.data.transforms import MEAN, STD, strong_transform, weak_transform
 
 MEAN10, STD10 = MEAN["cifar10"], STD["cifar10"]
@@ -70,21 +75,18 @@ def pil_loader(data: np.ndarray, transform: Callable, workers: int) -> Callable[
     return lambda: next(iter(loader))
 
 
-def fixmatch_step(batch: int, device: torch.device) -> Callable[[], object]:
-    """forward + loss + backward + SGD of a WRN-28-2 FixMatch step at USB's batch."""
+def fixmatch_step(device: torch.device) -> Callable[..., None]:
+    """forward + loss + backward + SGD of a WRN-28-2 FixMatch step on given views."""
     import torch.nn.functional as F
     from semilearn.nets import wrn_28_2
 
     net = wrn_28_2(num_classes=10).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=0.03, momentum=0.9, nesterov=True)
-    x_lb = torch.randn(64, 3, 32, 32, device=device)
-    y_lb = torch.randint(0, 10, (64,), device=device)
-    x_w = torch.randn(batch, 3, 32, 32, device=device)
-    x_s = torch.randn(batch, 3, 32, 32, device=device)
 
-    def step() -> None:
+    def step(x_lb: torch.Tensor, y_lb: torch.Tensor, x_w: torch.Tensor,
+             x_s: torch.Tensor) -> None:
         logits = net(torch.cat([x_lb, x_w, x_s]))["logits"]
-        lb, w, s = logits.split([64, batch, batch])
+        lb, w, s = logits.split([len(x_lb), len(x_w), len(x_s)])
         prob = torch.softmax(w.detach(), -1)
         conf, pseudo = prob.max(-1)
         loss = F.cross_entropy(lb, y_lb) + (F.cross_entropy(s, pseudo, reduction="none")
@@ -93,6 +95,47 @@ def fixmatch_step(batch: int, device: torch.device) -> Callable[[], object]:
         loss.backward()
         opt.step()
     return step
+
+
+def data_share(data: np.ndarray, device: torch.device, steps: int, repeats: int
+               ) -> Dict[str, float]:
+    """ms per FixMatch step on ready views and with its augmentation first (one CUDA
+    generator, as ``augment_on: device``), and the difference as a share of the latter."""
+    x = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous().to(device)
+    x_lb = x[:64]
+    y_lb = torch.randint(0, 10, (len(x_lb),), device=device)
+    weak = BatchAugment(strong=False, pad=4, mean=MEAN10, std=STD10)
+    strong = BatchAugment(strong=True, pad=4, mean=MEAN10, std=STD10)
+    g = torch.Generator(device=device).manual_seed(0)
+    ready = (weak(x_lb, g), y_lb, weak(x, g), strong(x, g))
+    step = fixmatch_step(device)
+
+    def steps_ready() -> None:
+        for _ in range(steps):
+            step(*ready)
+
+    def steps_augmenting() -> None:
+        for _ in range(steps):
+            step(weak(x_lb, g), y_lb, weak(x, g), strong(x, g))
+    sync = torch.cuda.synchronize
+    t_ready = timed(steps_ready, repeats, sync) / steps
+    t_aug = timed(steps_augmenting, repeats, sync) / steps
+    alone = timed(lambda: (weak(x_lb, g), weak(x, g), strong(x, g)), repeats, sync)
+    return {"step": t_ready, "step_with_data": t_aug, "alone": alone,
+            "share": max(t_aug - t_ready, 0.0) / t_aug}
+
+
+def kernels(batch: int) -> Dict[str, int]:
+    """ATen ops (kernels on a GPU) and host syncs of one batch on the accelerator path."""
+    x = torch.from_numpy(images(batch)).permute(0, 3, 1, 2).contiguous()
+    out = {}
+    for kind, strong in (("weak", False), ("strong", True)):
+        aug = BatchAugment(strong=strong, pad=4, mean=MEAN10, std=STD10, sync_free=True)
+        aug(x, torch.Generator().manual_seed(0))
+        with OpLog() as log:
+            aug(x, torch.Generator().manual_seed(0))
+        out[kind], out[f"{kind}_syncs"] = log.kernels, len(log.host_syncs)
+    return out
 
 
 def measure(data: np.ndarray, transform: Callable, batched: BatchAugment, workers: int,
@@ -107,11 +150,15 @@ def measure(data: np.ndarray, transform: Callable, batched: BatchAugment, worker
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     row["batched CPU, 1 thread"] = n / timed(lambda: batched(x, g), repeats)
+    if batched.strong:
+        free = BatchAugment(strong=True, pad=batched.pad, mean=batched.mean, std=batched.std,
+                            sync_free=True)
+        row["batched CPU, 1 thread, sync-free"] = n / timed(lambda: free(x, g), repeats)
     torch.set_num_threads(threads)
     row[f"batched CPU, {threads} threads"] = n / timed(lambda: batched(x, g), repeats)
     if torch.cuda.is_available():
-        xg = x.cuda()
-        row["batched CUDA"] = n / timed(lambda: batched(xg, g), repeats, torch.cuda.synchronize)
+        xg, gg = x.cuda(), torch.Generator(device="cuda").manual_seed(0)
+        row["batched CUDA"] = n / timed(lambda: batched(xg, gg), repeats, torch.cuda.synchronize)
     return row
 
 
@@ -121,6 +168,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="DataLoader workers of the PIL path (default: one per core)")
+    p.add_argument("--steps", type=int, default=10,
+                   help="FixMatch steps per timing of the CUDA data share")
     args = p.parse_args()
     from dm_ssl.cli import quiet_third_party_warnings
 
@@ -140,14 +189,17 @@ def main() -> None:
         for name, rate in row.items():
             print(f"  {kind:6s} {name:32s} {rate:10.0f} img/s   "
                   f"x{rate / base:6.2f} vs PIL 1 process")
+    count = kernels(n)
+    print(f"  kernels per batch on an accelerator (sync-free path, ATen ops): weak "
+          f"{count['weak']}, strong {count['strong']}; host syncs {count['weak_syncs']} / "
+          f"{count['strong_syncs']}")
     if torch.cuda.is_available():
-        device = torch.device("cuda")
-        step = timed(fixmatch_step(n, device), args.repeats, torch.cuda.synchronize)
-        aug = (n + 64) / rates["weak"]["batched CUDA"] + n / rates["strong"]["batched CUDA"]
+        share = data_share(data, torch.device("cuda"), args.steps, args.repeats)
         print(f"  CUDA ({torch.cuda.get_device_name()}): WRN-28-2 FixMatch step "
-              f"{step * 1e3:.1f} ms, batched augmentation of its {64 + 2 * n} views "
-              f"{aug * 1e3:.2f} ms = "
-              f"{100 * aug / (aug + step):.1f} % of data + step")
+              f"{share['step'] * 1e3:.1f} ms on ready views, {share['step_with_data'] * 1e3:.1f}"
+              f" ms augmenting its {64 + 2 * n} views first: data time "
+              f"{100 * share['share']:.1f} % of the step (augmentation alone, synced: "
+              f"{share['alone'] * 1e3:.2f} ms)")
 
 
 if __name__ == "__main__":

@@ -123,5 +123,6 @@ def test_bench_augment_smoke():
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if "img/s" in line]
-    assert len(rows) == 8 + 2 * int("batched CUDA" in proc.stdout)
+    assert len(rows) == 9 + 2 * int("batched CUDA" in proc.stdout)
     assert all(float(r.split("img/s")[0].split()[-1]) > 0 for r in rows)
+    assert "host syncs 0 / 0" in proc.stdout

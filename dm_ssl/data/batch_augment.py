@@ -48,6 +48,7 @@ generator). They are distributed as USB's, not USB's stream: USB draws from Pyth
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -98,6 +99,14 @@ def _per(v: Tensor) -> Tensor:
     return v.reshape(-1, 1, 1, 1)
 
 
+@lru_cache(maxsize=256)  # a few per device: op lists, colours, mean / std
+def constant(values: Tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A read-only tensor of host ``values`` on ``device``, made once per device: building it
+    from a Python list at every batch is a host-to-device copy, which on CUDA waits for the
+    stream (a sync per constant per batch)."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
 # -- colour ops (on levels; ``v`` is (N,) float64) --------------------------------------------
 def _blend(degenerate: Tensor, img: Tensor, factor: Tensor) -> Tensor:
     """PIL's ``Image.blend`` for factors in [0, 1]: ``(UINT8)(d + a·(i − d))`` in float32."""
@@ -116,7 +125,7 @@ def _grey(x: Tensor) -> Tensor:
 
 #: PIL's ``255.0 / (hi - lo)`` for each span, correctly rounded (a vectorised torch division
 #: may use a reciprocal and miss the last bit, which moves ``int()`` across an integer)
-_SPAN_SCALE = [0.0] + [255.0 / d for d in range(1, 256)]
+_SPAN_SCALE = (0.0,) + tuple(255.0 / d for d in range(1, 256))
 
 
 def _lookup(x: Tensor, lut: Tensor) -> Tensor:
@@ -126,62 +135,93 @@ def _lookup(x: Tensor, lut: Tensor) -> Tensor:
     return lut.gather(1, index).reshape(n, c, h, w).to(x.dtype)
 
 
-def autocontrast(x: Tensor, v: Optional[Tensor] = None) -> Tensor:
+# Two kinds of colour op, which is what lets an op position run as one fixed sequence of
+# batched kernels whatever each sample drew (:func:`apply_rand_augment`):
+# - table ops map the 256 levels through a table per image channel (N·C, 256);
+# - blend ops are PIL's ``Image.blend`` of the image with a "degenerate" image.
+def _levels(x: Tensor) -> Tensor:
+    return torch.arange(256, dtype=x.dtype, device=x.device)
+
+
+def _per_channel(table: Tensor, c: int) -> Tensor:
+    """(N, 256) per-image tables as (N·C, 256) per-channel ones."""
+    return table[:, None, :].expand(-1, c, -1).reshape(-1, table.shape[-1])
+
+
+def autocontrast_table(x: Tensor, v: Optional[Tensor] = None) -> Tensor:
     """PIL's ``ImageOps.autocontrast`` (cutoff 0): its LUT per image channel, in double."""
-    n, c = x.shape[:2]
     lo = x.amin(dim=(2, 3)).reshape(-1, 1).double()
     hi = x.amax(dim=(2, 3)).reshape(-1, 1).double()
-    table = torch.tensor(_SPAN_SCALE, dtype=torch.float64, device=x.device)
+    table = constant(_SPAN_SCALE, torch.float64, x.device)
     scale = table[(hi - lo).clamp(0, 255).long()]
     levels = torch.arange(256, dtype=torch.float64, device=x.device)
     lut = torch.trunc(levels * scale + (-lo * scale)).clamp_(0, 255)
-    lut = torch.where(hi <= lo, levels, lut).to(x.dtype)       # one level: unchanged
-    return _lookup(x, lut)
+    return torch.where(hi <= lo, levels, lut).to(x.dtype)       # one level: unchanged
 
 
-def brightness(x: Tensor, v: Tensor) -> Tensor:
-    return _blend(torch.zeros_like(x), x, v)
-
-
-def color(x: Tensor, v: Tensor) -> Tensor:
-    return _blend(_grey(x).expand_as(x), x, v)
-
-
-def contrast(x: Tensor, v: Tensor) -> Tensor:
-    grey = _grey(x)
-    total, count = grey.sum(dim=(1, 2, 3), dtype=torch.int64), grey[0].numel()
-    degenerate = ((2 * total + count) // (2 * count)).to(x.dtype)  # int(mean + 0.5), exactly
-    return _blend(_per(degenerate).expand_as(x), x, v)
-
-
-def equalize(x: Tensor, v: Optional[Tensor] = None) -> Tensor:
+def equalize_table(x: Tensor, v: Optional[Tensor] = None) -> Tensor:
     """PIL's ``ImageOps.equalize`` per image and channel: ``lut[i] = (step // 2 + #{x < i})
     // step`` with ``step = (n − #{x = max}) // 255``; identity when ``step`` is 0."""
     n, c, h, w = x.shape
     q = x.reshape(n * c, h * w).long()
     rows = torch.arange(n * c, device=x.device)[:, None] * 256
-    hist = torch.bincount((q + rows).reshape(-1), minlength=n * c * 256).reshape(n * c, 256)
+    # a fixed-size scatter, not bincount: CUDA's bincount reads the input's max (a sync)
+    hist = torch.zeros(n * c * 256, dtype=torch.long, device=x.device).scatter_add_(
+        0, (q + rows).reshape(-1), torch.ones_like(q).reshape(-1)).reshape(n * c, 256)
     last = hist.gather(1, q.amax(dim=1, keepdim=True))       # count of the top level
     step = (h * w - last) // 255
     below = hist.cumsum(1) - hist                            # #{x < i}
     lut = ((step // 2 + below) // step.clamp(min=1)).clamp_(0, 255)
     levels = torch.arange(256, device=x.device)
-    lut = torch.where(step > 0, lut, levels).to(x.dtype)     # one level only, or step 0
-    return _lookup(x, lut)
+    return torch.where(step > 0, lut, levels).to(x.dtype)    # one level only, or step 0
 
 
-def identity(x: Tensor, v: Optional[Tensor] = None) -> Tensor:
-    return x
-
-
-def posterize(x: Tensor, v: Tensor) -> Tensor:
+def posterize_levels(v: Tensor, dtype: torch.dtype) -> Tensor:
+    """Posterize's ``(*v.shape, 256)`` tables: keep the top ``int(v)`` bits."""
     bits = v.floor().clamp(1, 8).long()
-    mask = (256 - (1 << (8 - bits))).to(torch.int32)
-    return (x.to(torch.int32) & _per(mask)).to(x.dtype)
+    mask = 256 - (1 << (8 - bits))
+    return (torch.arange(256, device=v.device) & mask[..., None]).to(dtype)
 
 
-def sharpness(x: Tensor, v: Tensor) -> Tensor:
-    """Blend with PIL's SMOOTH (``[[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13``, border kept):
+def solarize_levels(v: Tensor, dtype: torch.dtype) -> Tensor:
+    """Solarize's ``(*v.shape, 256)`` tables: ``255 − x`` where ``x ≥ v``."""
+    levels = torch.arange(256, dtype=dtype, device=v.device)
+    return torch.where(levels < v.to(dtype)[..., None], levels, 255 - levels)
+
+
+#: the table ops whose table depends on the magnitude alone, not on the image
+LEVEL_TABLES: Dict[str, Callable[[Tensor, torch.dtype], Tensor]] = {
+    "Posterize": posterize_levels, "Solarize": solarize_levels,
+}
+
+
+def posterize_table(x: Tensor, v: Tensor) -> Tensor:
+    return _per_channel(posterize_levels(v.to(x.device), x.dtype), x.shape[1])
+
+
+def solarize_table(x: Tensor, v: Tensor) -> Tensor:
+    return _per_channel(solarize_levels(v.to(x.device), x.dtype), x.shape[1])
+
+
+def black(x: Tensor, grey: Optional[Tensor] = None) -> Tensor:
+    """Brightness's degenerate image."""
+    return torch.zeros_like(x)
+
+
+def grey_image(x: Tensor, grey: Optional[Tensor] = None) -> Tensor:
+    """Color's: the grey image (``grey``: :func:`_grey` of ``x`` when already computed)."""
+    return (_grey(x) if grey is None else grey).expand_as(x)
+
+
+def grey_mean(x: Tensor, grey: Optional[Tensor] = None) -> Tensor:
+    """Contrast's: the grey mean ``int(mean(L) + 0.5)``, computed exactly in integers."""
+    grey = _grey(x) if grey is None else grey
+    total, count = grey.sum(dim=(1, 2, 3), dtype=torch.int64), grey[0].numel()
+    return _per(((2 * total + count) // (2 * count)).to(x.dtype)).expand_as(x)
+
+
+def smooth(x: Tensor, grey: Optional[Tensor] = None) -> Tensor:
+    """Sharpness's: PIL's SMOOTH (``[[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13``, border kept),
     ``round((Σ₃ₓ₃ + 4·centre) / 13)`` in exact integer steps (13 is odd: no ties), which is
     what Pillow's float kernel rounds to."""
     h, w = x.shape[2:]
@@ -191,28 +231,67 @@ def sharpness(x: Tensor, v: Tensor) -> Tensor:
             total = total + x[:, :, dy:dy + h - 2, dx:dx + w - 2]
     degenerate = x.clone()
     degenerate[:, :, 1:-1, 1:-1] = torch.div(2 * total + 13, 26, rounding_mode="floor")
-    return _blend(degenerate, x, v)
+    return degenerate
 
 
-def solarize(x: Tensor, v: Tensor) -> Tensor:
-    return torch.where(x < _per(v.to(x.dtype)), x, 255 - x)
+TABLES: Dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "AutoContrast": autocontrast_table, "Equalize": equalize_table,
+    "Posterize": posterize_table, "Solarize": solarize_table,
+}
+DEGENERATE: Dict[str, Callable[..., Tensor]] = {
+    "Brightness": black, "Color": grey_image, "Contrast": grey_mean, "Sharpness": smooth,
+}
 
 
+def _table_op(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    return lambda x, v: _lookup(x, TABLES[name](x, v))
+
+
+def _blend_op(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    return lambda x, v: _blend(DEGENERATE[name](x), x, v)
+
+
+def identity(x: Tensor, v: Optional[Tensor] = None) -> Tensor:
+    return x
+
+
+#: every colour op as ``op(levels, v)``
 COLOUR: Dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "AutoContrast": autocontrast, "Brightness": brightness, "Color": color,
-    "Contrast": contrast, "Equalize": equalize, "Identity": identity, "Posterize": posterize,
-    "Sharpness": sharpness, "Solarize": solarize,
+    **{k: _table_op(k) for k in TABLES}, **{k: _blend_op(k) for k in DEGENERATE},
+    "Identity": identity,
 }
 
 
 # -- geometric ops --------------------------------------------------------------------------
-def _rotation_matrices(v: Tensor, h: int, w: int) -> Tensor:
-    """Batched ``Rotate`` matrices (no Python loop over samples)."""
-    angle = -torch.deg2rad(torch.remainder(v.double(), 360.0))
+def affine_coefficients(kind: Tensor, v: Tensor, h: int, w: int) -> Tensor:
+    """``(a, b, c, d, e, f)`` of the inverse map ``x_in = a x + b y + c``, ``y_in = d x + e y
+    + f`` that PIL's ``transform(AFFINE)`` is given for the op ``GEOMETRIC[kind]`` with
+    magnitude ``v`` (any shape; ``kind`` −1: the identity), shape ``(*v.shape, 6)``, double.
+
+    Rotate is PIL's ``rotate(v)`` about the centre ``(w/2, h/2)``; shears and translations
+    are USB's matrices (``v · w`` / ``v · h`` pixels). All kinds are computed for every
+    sample and the drawn one picked: a fixed number of kernels, no host sync."""
+    v = v.double()
+    one, zero = torch.ones_like(v), torch.zeros_like(v)
+    angle = -torch.deg2rad(torch.remainder(v, 360.0))
     cos, sin = torch.cos(angle), torch.sin(angle)
     cx, cy = w / 2.0, h / 2.0
-    return torch.stack([torch.stack([cos, sin, -cos * cx - sin * cy + cx], -1),
-                        torch.stack([-sin, cos, sin * cx - cos * cy + cy], -1)], 1)
+    kinds = torch.stack([
+        torch.stack([cos, sin, -cos * cx - sin * cy + cx, -sin, cos, sin * cx - cos * cy + cy]),
+        torch.stack([one, v, zero, zero, one, zero]),          # ShearX
+        torch.stack([one, zero, zero, v, one, zero]),          # ShearY
+        torch.stack([one, zero, v * w, zero, one, zero]),      # TranslateX
+        torch.stack([one, zero, zero, zero, one, v * h]),      # TranslateY
+        torch.stack([one, zero, zero, zero, one, zero]),       # the identity (kind -1)
+    ])                                                         # (6 kinds, 6, *shape)
+    pick = torch.where(kind < 0, len(GEOMETRIC), kind).to(v.device)
+    chosen = kinds.gather(0, pick.expand(1, 6, *pick.shape))[0]
+    return chosen.movedim(0, -1)
+
+
+def geometric_matrices(op_index: Tensor, v: Tensor, h: int, w: int) -> Tensor:
+    """``(*v.shape, 2, 3)`` matrices of the ops ``GEOMETRIC[op_index]`` (−1: identity)."""
+    return affine_coefficients(op_index, v, h, w).unflatten(-1, (2, 3))
 
 
 def _fix(v: Tensor) -> Tensor:
@@ -220,48 +299,46 @@ def _fix(v: Tensor) -> Tensor:
     return torch.floor(v * 65536.0 + 0.5).long()
 
 
-def warp_nearest(x: Tensor, matrices: Tensor, fill: float = 0.0) -> Tensor:
-    """``Image.transform(size, AFFINE, data, NEAREST)`` per sample: output pixel ``(x, y)``
-    takes the input pixel at ``floor(M · (x + ½, y + ½, 1))``, ``fill`` where that is outside.
+def warp_index(matrices: Tensor, h: int, w: int) -> Tensor:
+    """Source pixel of each output pixel, ``(*batch, h·w)`` int64 into the flattened image,
+    ``h·w`` where it falls outside (see :func:`warp_nearest`).
 
-    As Pillow computes it (``libImaging/Geometry.c``): a pure scale/translation
-    (``b = d = 0``) in double precision, anything else in 16.16 fixed point
-    (``affine_fixed``: coefficients ``floor(v · 2¹⁶ + ½)``, the offsets taken at the first
-    pixel centre), which decides the pixels on the edges of the warp."""
-    n, c, h, w = x.shape
-    m = matrices.to(device=x.device, dtype=torch.float64)
-    ys = torch.arange(h, dtype=torch.float64, device=x.device)[:, None]
-    xs = torch.arange(w, dtype=torch.float64, device=x.device)
-    a, b, off_x = (m[:, 0, k, None, None] for k in range(3))
-    d, e, off_y = (m[:, 1, k, None, None] for k in range(3))
+    Output pixel ``(x, y)`` takes the input pixel at ``floor(M · (x + ½, y + ½, 1))``, as
+    Pillow computes it (``libImaging/Geometry.c``): a pure scale/translation (``b = d = 0``)
+    in double precision, anything else in 16.16 fixed point (``affine_fixed``: coefficients
+    ``floor(v · 2¹⁶ + ½)``, the offsets taken at the first pixel centre), which decides the
+    pixels on the edges of the warp."""
+    m = matrices.double()
+    ys = torch.arange(h, dtype=torch.float64, device=m.device)[:, None]
+    xs = torch.arange(w, dtype=torch.float64, device=m.device)
+    a, b, off_x = (m[..., 0, k, None, None] for k in range(3))
+    d, e, off_y = (m[..., 1, k, None, None] for k in range(3))
     # the scale path (ImagingScaleAffine)
-    xi = torch.floor(off_x + a * 0.5 + xs * a).long().expand(n, h, w)
-    yi = torch.floor(off_y + e * 0.5 + ys * e).long().expand(n, h, w)
+    xi = torch.floor(off_x + a * 0.5 + xs * a).long()
+    yi = torch.floor(off_y + e * 0.5 + ys * e).long()
     # the fixed-point path (affine_fixed); >> 16 is the arithmetic shift Pillow does
     xs_i, ys_i = xs.long(), ys.long()
     fx = (_fix(off_x + a * 0.5 + b * 0.5) + ys_i * _fix(b) + xs_i * _fix(a)) >> 16
     fy = (_fix(off_y + d * 0.5 + e * 0.5) + ys_i * _fix(e) + xs_i * _fix(d)) >> 16
-    scale = ((m[:, 0, 1] == 0) & (m[:, 1, 0] == 0))[:, None, None]
+    scale = (b == 0) & (d == 0)
     xi, yi = torch.where(scale, xi, fx), torch.where(scale, yi, fy)
     inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-    index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).reshape(n, 1, h * w)
-    out = x.reshape(n, c, h * w).gather(2, index.expand(n, c, h * w)).reshape(n, c, h, w)
-    return torch.where(inside.unsqueeze(1), out, torch.full_like(out, fill))
+    return torch.where(inside, yi * w + xi, h * w).flatten(-2)
 
 
-def geometric_matrices(op_index: Tensor, v: Tensor, h: int, w: int) -> Tensor:
-    """(N, 2, 3) matrices for samples whose ops are ``GEOMETRIC[op_index]``."""
-    n = op_index.shape[0]
-    eye = torch.zeros(n, 2, 3, dtype=torch.float64, device=v.device)
-    eye[:, 0, 0] = eye[:, 1, 1] = 1.0
-    v = v.double()
-    shear_x, shear_y, move_x, move_y = (eye.clone() for _ in range(4))
-    shear_x[:, 0, 1] = v
-    shear_y[:, 1, 0] = v
-    move_x[:, 0, 2] = v * w
-    move_y[:, 1, 2] = v * h
-    stack = torch.stack([_rotation_matrices(v, h, w), shear_x, shear_y, move_x, move_y], 1)
-    return stack[torch.arange(n, device=v.device), op_index.to(v.device)]
+def gather_pixels(x: Tensor, index: Tensor, fill: float = 0.0) -> Tensor:
+    """``x``'s pixels at ``index`` ((N, h·w), from :func:`warp_index`), ``fill`` at ``h·w``:
+    one gather from the flattened images with a fill pixel appended."""
+    n, c, h, w = x.shape
+    flat = torch.cat([x.reshape(n, c, h * w), x.new_full((n, c, 1), fill)], 2)
+    return flat.gather(2, index[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
+
+
+def warp_nearest(x: Tensor, matrices: Tensor, fill: float = 0.0) -> Tensor:
+    """``Image.transform(size, AFFINE, data, NEAREST)`` per sample (``matrices`` (N, 2, 3)),
+    ``fill`` where the source falls outside the image."""
+    h, w = x.shape[2:]
+    return gather_pixels(x, warp_index(matrices.to(x.device), h, w), fill)
 
 
 def apply_op(x: Tensor, name: str, v: Tensor | float) -> Tensor:
@@ -272,8 +349,8 @@ def apply_op(x: Tensor, name: str, v: Tensor | float) -> Tensor:
     v = torch.as_tensor(v, dtype=torch.float64, device=x.device).expand(x.shape[0])
     if name in COLOUR:
         return COLOUR[name](x, v)
-    index = torch.full((x.shape[0],), GEOMETRIC.index(name), device=x.device)
-    return warp_nearest(x, geometric_matrices(index, v, x.shape[2], x.shape[3]))
+    kind = torch.full((x.shape[0],), GEOMETRIC.index(name), device=x.device)
+    return warp_nearest(x, geometric_matrices(kind, v, x.shape[2], x.shape[3]))
 
 
 # -- Cutout ---------------------------------------------------------------------------------
@@ -289,8 +366,8 @@ def cutout_boxes(v: Tensor, cx: Tensor, cy: Tensor, h: int, w: int) -> Tensor:
     x1 = torch.clamp(x0 + side, max=w).floor()
     y1 = torch.clamp(y0 + side, max=h).floor()
     boxes = torch.stack([x0, y0, x1, y1], -1).long()
-    boxes[v <= 0] = torch.tensor([0, 0, -1, -1], device=boxes.device)
-    return boxes
+    none = constant((0, 0, -1, -1), torch.long, boxes.device)
+    return torch.where((v <= 0)[:, None], none, boxes)     # where, not a masked write (a sync)
 
 
 def cutout(x: Tensor, boxes: Tensor) -> Tensor:
@@ -302,7 +379,7 @@ def cutout(x: Tensor, boxes: Tensor) -> Tensor:
     inside = (((rows >= b[:, 1, None]) & (rows <= b[:, 3, None]))[:, :, None]
               & ((cols >= b[:, 0, None]) & (cols <= b[:, 2, None]))[:, None, :])
     fill = CUTOUT_FILL if c == 3 else (CUTOUT_FILL_GREY,)
-    colour = torch.tensor(fill, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
+    colour = constant(fill, x.dtype, x.device).view(1, c, 1, 1)
     return torch.where(inside.unsqueeze(1), colour, x)
 
 
@@ -360,36 +437,105 @@ def draw_rand_augment(n: int, h: int, w: int, n_ops: int = 3, *,
                             h + (1.0 - h) * cut[2])
 
 
-def apply_rand_augment(x: Tensor, draws: RandAugmentDraws,
-                       ops: Sequence[str] = tuple(OPS)) -> Tensor:
-    """RandAugment with given draws on levels: op position by position, each sample its own
-    op and magnitude, then each sample's Cutout.
+def _rand_augment_rows(x: Tensor, which: Tensor, mags: Tensor,
+                       names: Tuple[str, ...]) -> Tensor:
+    """RandAugment's op positions, each op run on the samples that drew it (the CPU path).
 
-    Per position the samples that drew one colour op are transformed together, and all the
-    samples that drew a geometric op go through one warp."""
-    n, _, h, w = x.shape
-    names = tuple(ops)
-    lo = torch.tensor([OPS[k][0] for k in names], dtype=torch.float64, device=x.device)
-    hi = torch.tensor([OPS[k][1] for k in names], dtype=torch.float64, device=x.device)
-    which = draws.ops.to(x.device)
-    mags = lo[which] + (hi - lo)[which] * draws.u.to(x.device)
-    geo_of = torch.tensor([GEOMETRIC.index(k) if k in GEOMETRIC else -1 for k in names],
-                          device=x.device)
+    At each position the samples that drew one colour op are gathered and transformed
+    together, and all those that drew a geometric op go through one warp: the least work,
+    but finding the rows reads the draws on the host."""
+    h, w = x.shape[2:]
+    kind_of = constant(tuple(GEOMETRIC.index(a) if a in GEOMETRIC else -1 for a in names),
+                       torch.long, x.device)
     out = x
     for p in range(which.shape[1]):
         k, v = which[:, p], mags[:, p]
-        nxt = out.clone()
-        rows = (geo_of[k] >= 0).nonzero().squeeze(1)
+        kind, nxt = kind_of[k], out.clone()
+        rows = (kind >= 0).nonzero().squeeze(1)
         if rows.numel():
-            matrices = geometric_matrices(geo_of[k][rows], v[rows], h, w)
-            nxt[rows] = warp_nearest(out[rows], matrices)
+            nxt[rows] = warp_nearest(out[rows], geometric_matrices(kind[rows], v[rows], h, w))
         for j, name in enumerate(names):
-            if name in GEOMETRIC or name == "Identity":
-                continue
-            rows = (k == j).nonzero().squeeze(1)
-            if rows.numel():
-                nxt[rows] = COLOUR[name](out[rows], v[rows])
+            if name in COLOUR and name != "Identity":
+                rows = (k == j).nonzero().squeeze(1)
+                if rows.numel():
+                    nxt[rows] = COLOUR[name](out[rows], v[rows])
         out = nxt
+    return out
+
+
+def _rand_augment_sync_free(x: Tensor, which: Tensor, mags: Tensor,
+                            names: Tuple[str, ...]) -> Tensor:
+    """What :func:`_rand_augment_rows` computes, without a host sync (the accelerator path).
+
+    Every sample goes through every stage of a position, an identity for it unless it drew
+    that stage's kind of op: one warp (the identity matrix for the other ops, which PIL's
+    nearest sampling maps exactly onto the input), one table lookup (the identity table),
+    one blend (factor 1, exact on integer levels). Each sample's op is picked with
+    ``torch.where``, never by gathering rows, so nothing is read on the host: on CUDA the
+    augmentation is queued without a sync, the same kernels for every batch. What depends
+    on the draws alone (the warps' source pixels, Posterize / Solarize tables, blend
+    factors) is computed for all positions at once."""
+    n, c, h, w = x.shape
+    positions = which.shape[1]
+    onehot = which[..., None] == torch.arange(len(names), device=x.device)   # (N, P, J)
+    drew = {name: onehot[..., j] for j, name in enumerate(names)}           # (N, P) each
+    geometric = [a for a in names if a in GEOMETRIC]
+    image_tables = [a for a in names if a in TABLES and a not in LEVEL_TABLES]
+    level_tables = [a for a in names if a in LEVEL_TABLES]
+    blends = [a for a in names if a in DEGENERATE]
+    if geometric:
+        kind = constant(tuple(GEOMETRIC.index(a) if a in GEOMETRIC else -1 for a in names),
+                        torch.long, x.device)[which]
+        index = warp_index(geometric_matrices(kind, mags, h, w), h, w)      # (N, P, h·w)
+    if level_tables or image_tables:
+        tables = _levels(x).expand(n, positions, 256)
+        for a in level_tables:
+            tables = torch.where(drew[a][..., None], LEVEL_TABLES[a](mags, x.dtype), tables)
+    if blends:
+        is_blend = torch.stack([drew[a] for a in blends]).any(0)
+        factor = torch.where(is_blend, mags, 1.0)
+    out = x
+    for p in range(positions):
+        if geometric:
+            out = gather_pixels(out, index[:, p])
+        if level_tables or image_tables:
+            table = tables[:, p, None, :].expand(n, c, 256)
+            for a in image_tables:
+                table = torch.where(drew[a][:, p, None, None],
+                                    TABLES[a](out, mags[:, p]).view(n, c, 256), table)
+            out = _lookup(out, table.reshape(n * c, 256))
+        if blends:
+            grey = _grey(out) if {"Color", "Contrast"} & set(blends) else None
+            degenerate = torch.zeros_like(out)
+            for a in blends:
+                if DEGENERATE[a] is not black:
+                    degenerate = torch.where(_per(drew[a][:, p]), DEGENERATE[a](out, grey),
+                                             degenerate)
+            out = _blend(degenerate, out, factor[:, p])
+    return out
+
+
+def apply_rand_augment(x: Tensor, draws: RandAugmentDraws, ops: Sequence[str] = tuple(OPS),
+                       sync_free: Optional[bool] = None) -> Tensor:
+    """RandAugment with given draws on levels: op position by position, each sample its own
+    op and magnitude, then each sample's Cutout.
+
+    ``sync_free`` (default: on any device but the CPU) runs every stage on every sample and
+    picks each sample's result with ``torch.where`` (:func:`_rand_augment_sync_free`): no
+    host sync and a fixed kernel sequence, for more arithmetic; else each op runs on the
+    samples that drew it (:func:`_rand_augment_rows`), the fastest on a CPU. Both give the
+    same images."""
+    n, _, h, w = x.shape
+    names = tuple(ops)
+    unknown = [a for a in names if a not in OPS]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"ops must be distinct names of {', '.join(OPS)}; got {list(names)}")
+    lo = constant(tuple(OPS[a][0] for a in names), torch.float64, x.device)
+    hi = constant(tuple(OPS[a][1] for a in names), torch.float64, x.device)
+    which = draws.ops.to(x.device)
+    mags = lo[which] + (hi - lo)[which] * draws.u.to(x.device)
+    sync_free = x.device.type != "cpu" if sync_free is None else sync_free
+    out = (_rand_augment_sync_free if sync_free else _rand_augment_rows)(x, which, mags, names)
     return cutout(out, cutout_boxes(draws.cutout.to(x.device), draws.cx.to(x.device),
                                     draws.cy.to(x.device), h, w))
 
@@ -403,17 +549,20 @@ class BatchAugment:
         hflip: random horizontal flips.
         mean, std: when given, the output is normalised float (as ``ToTensor`` →
             ``Normalize``); else it has the input's dtype (uint8, or float in [0, 1]).
+        sync_free: RandAugment without host syncs (see :func:`apply_rand_augment`); None:
+            on any device but the CPU.
     """
 
     def __init__(self, strong: bool, pad: int = 4, hflip: bool = True, n_ops: int = 3,
                  mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None) -> None:
+                 std: Optional[Sequence[float]] = None,
+                 sync_free: Optional[bool] = None) -> None:
         if pad < 0 or n_ops < 0:
             raise ValueError(f"pad and n_ops must be >= 0, got {pad}, {n_ops}")
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
         self.strong, self.pad, self.hflip, self.n_ops = strong, int(pad), bool(hflip), n_ops
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.sync_free = mean, std, sync_free
 
     def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         _check(x)
@@ -422,11 +571,11 @@ class BatchAugment:
             n, _, h, w = levels.shape
             draws = draw_rand_augment(n, h, w, self.n_ops, generator=generator,
                                       device=levels.device)
-            levels = apply_rand_augment(levels, draws)
+            levels = apply_rand_augment(levels, draws, sync_free=self.sync_free)
         if self.mean is None:
             return from_levels(levels, x)
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        mean = constant(tuple(self.mean), torch.float32, x.device).view(1, -1, 1, 1)
+        std = constant(tuple(self.std), torch.float32, x.device).view(1, -1, 1, 1)
         return (levels / 255 - mean) / std
 
     def __repr__(self) -> str:

@@ -96,7 +96,11 @@ class DeviceBatches:
 
     def batch(self, items: Sequence[Tuple[int, int]]) -> Dict[str, Tensor]:
         """The batch of ``(index, sample_seed)`` items, every view drawn on the device."""
-        index = torch.tensor([i for i, _ in items], dtype=torch.long, device=self.device)
+        index = torch.tensor([i for i, _ in items], dtype=torch.long)
+        if self.device.type == "cuda":  # from pinned memory: queued, no wait for the GPU
+            index = index.pin_memory().to(self.device, non_blocking=True)
+        else:
+            index = index.to(self.device)
         x = self.images.index_select(0, index)
         g = self._generator.manual_seed(derive_seed(items[0][1], 0xA06))
         out: Dict[str, Tensor] = {}

@@ -12,6 +12,7 @@ pytest.importorskip("semilearn")
 from dm_ssl import cli  # noqa: E402
 from dm_ssl.data import build_ssl_datasets  # noqa: E402
 from dm_ssl.data.device_data import DeviceAugmentSpec, DeviceBatches, device_stream  # noqa: E402
+from dm_ssl.data.op_log import OpLog  # noqa: E402
 from dm_ssl.data.sampling import ResumableSampler  # noqa: E402
 
 SPEC = DeviceAugmentSpec(pad=1, hflip=False, mean=(0.5,), std=(0.25,))
@@ -68,6 +69,19 @@ def test_a_batch_is_a_function_of_its_position(tmp_path):
     assert not set(r0["idx_ulb"].tolist()) & set(r1["idx_ulb"].tolist())
 
 
+def test_a_batch_copies_only_its_positions_to_the_device(tmp_path):
+    """Views, labels and indices are made on the device: the one host-to-device copy of a
+    batch is its positions (pinned and non-blocking on CUDA)."""
+    ulb = _sets(tmp_path)["train_ulb"]
+    stream = device_stream(ulb, ResumableSampler(len(ulb), 64, 0, 1), 8, torch.device("cpu"))
+    items = list(ResumableSampler(len(ulb), 64, 0, 1))[:8]
+    stream.strong.sync_free = True                 # the accelerator's path, on the CPU
+    stream.batch(items)
+    with OpLog() as log:
+        batch = stream.batch(items)
+    assert log.host_syncs == ["aten.lift_fresh"] and batch["x_ulb_s"].shape[0] == 8
+
+
 def test_unknown_views_and_sets_without_a_device_path_are_refused(tmp_path):
     ulb = _sets(tmp_path)["train_ulb"]
     sampler = ResumableSampler(len(ulb), 8, 0, 1)
@@ -109,4 +123,14 @@ def test_cuda_streams(tmp_path):
 
     a, b = first(), first()
     assert a["x_ulb_s"].is_cuda and a["idx_ulb"].is_cuda
+    stream = device_stream(ulb, ResumableSampler(len(ulb), 64, 0, 1), 16, torch.device("cuda"))
+    items = list(ResumableSampler(len(ulb), 64, 0, 1))[:16]
+    stream.batch(items)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")       # a batch is queued without a host sync
+    try:
+        queued = stream.batch(items)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(queued["x_ulb_s"], stream.batch(items)["x_ulb_s"])
     assert torch.equal(a["x_ulb_s"], b["x_ulb_s"]) and not torch.equal(a["x_ulb_w"], a["x_ulb_s"])
