@@ -40,6 +40,10 @@ NEAREST)``; the colour ops work on the 256 integer levels, rounding as PIL does,
 batch equals PIL's result exactly or, where PIL's float32 arithmetic differs in the last
 bit (the blends, SMOOTH), within one level (``tests/data/test_batch_augment.py``).
 
+RandAugment has two paths with the same result (:func:`apply_rand_augment`): on the CPU each
+op runs on the samples that drew it; on an accelerator every sample goes through every stage
+and ``torch.where`` picks its op, so a batch is queued without one host sync.
+
 All draws come from the ``generator`` argument (on its own device; None: torch's global CPU
 generator). They are distributed as USB's, not USB's stream: USB draws from Python's
 ``random`` and numpy's global state.
