@@ -972,11 +972,19 @@ THIRD_PARTY_WARNINGS = (
 )
 
 
+#: third-party loggers whose INFO lines reach the terminal once semilearn has configured the
+#: root logger (matplotlib's "generated new fontManager" on a machine's first plot)
+THIRD_PARTY_LOGGERS = ("matplotlib",)
+
+
 def quiet_third_party_warnings() -> None:
+    import logging
     import warnings
 
     for category, message in THIRD_PARTY_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

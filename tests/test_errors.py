@@ -149,17 +149,33 @@ def _wrong_weights(tmp: Path) -> Path:
     return path
 
 
+#: the rows run as a real ``dm-ssl`` process (one per kind of failure: data, key, file, eval);
+#: the others call ``cli.main`` in this process, the same code without a ~5 s start each
+AS_PROCESS = ("missing data", "unknown key", "YAML syntax error", "config is a directory",
+              "missing checkpoint at eval")
+
+
+def in_process(argv, capsys) -> subprocess.CompletedProcess:
+    from dm_ssl import cli
+
+    capsys.readouterr()
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_bad_input_is_one_clear_line(tmp_path, case):
+def test_each_bad_input_is_one_clear_line(tmp_path, capsys, case):
     build, names = CASES[case]
-    proc = dm_ssl(*build(tmp_path), "--save-dir", str(tmp_path / "new")) \
-        if case not in ("save directory not writable", "missing checkpoint at eval") \
-        else dm_ssl(*build(tmp_path))
+    argv = build(tmp_path)
+    if case not in ("save directory not writable", "missing checkpoint at eval"):
+        argv += ["--save-dir", str(tmp_path / "new")]
+    proc = dm_ssl(*argv) if case in AS_PROCESS else in_process(argv, capsys)
     one_error_line(proc, *names)
     assert not (tmp_path / "new").exists()          # a refused command makes no run directory
 
 
-def test_an_existing_run_is_never_changed_by_a_refused_command(finished_run, tmp_path):
+def test_an_existing_run_is_never_changed_by_a_refused_command(finished_run, tmp_path, capsys):
     tmp, run = finished_run
     before = hashes(run)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -177,8 +193,9 @@ def test_an_existing_run_is_never_changed_by_a_refused_command(finished_run, tmp
                                                         "resume": True}, "net.yaml"))],
             ["net"]),
     }
-    for name, (argv, names) in rows.items():
-        one_error_line(dm_ssl(*argv, *save), *names)
+    for i, (name, (argv, names)) in enumerate(rows.items()):
+        run_it = dm_ssl if i == 0 else (lambda *a: in_process(a, capsys))  # one real process
+        one_error_line(run_it(*argv, *save), *names)
         assert hashes(run) == before, name
     # a split that no longer matches the data: named, and the run is otherwise as it was
     split = run / "split.json"
@@ -187,8 +204,8 @@ def test_an_existing_run_is_never_changed_by_a_refused_command(finished_run, tmp
     key = next(k for k, v in data.items() if isinstance(v, list))
     data[key] = data[key][:-1]
     split.write_text(json.dumps(data))
-    one_error_line(dm_ssl("train", "--config", str(config(tmp_path, {**cfg, "resume": True},
-                                                          "resume.yaml")), *save), "split")
+    one_error_line(in_process(["train", "--config", str(config(
+        tmp_path, {**cfg, "resume": True}, "resume.yaml")), *save], capsys), "split")
     split.write_text(saved)
     assert hashes(run) == before
     # eval still works on the run
