@@ -199,12 +199,10 @@ LEVEL_TABLES: Dict[str, Callable[[Tensor, torch.dtype], Tensor]] = {
 }
 
 
-def posterize_table(x: Tensor, v: Tensor) -> Tensor:
-    return _per_channel(posterize_levels(v.to(x.device), x.dtype), x.shape[1])
-
-
-def solarize_table(x: Tensor, v: Tensor) -> Tensor:
-    return _per_channel(solarize_levels(v.to(x.device), x.dtype), x.shape[1])
+def _channel_tables(levels: Callable[[Tensor, torch.dtype], Tensor]
+                    ) -> Callable[[Tensor, Tensor], Tensor]:
+    """A :data:`LEVEL_TABLES` builder as a table op: its per-image tables per channel."""
+    return lambda x, v: _per_channel(levels(v.to(x.device), x.dtype), x.shape[1])
 
 
 def black(x: Tensor, grey: Optional[Tensor] = None) -> Tensor:
@@ -240,7 +238,7 @@ def smooth(x: Tensor, grey: Optional[Tensor] = None) -> Tensor:
 
 TABLES: Dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "AutoContrast": autocontrast_table, "Equalize": equalize_table,
-    "Posterize": posterize_table, "Solarize": solarize_table,
+    **{name: _channel_tables(levels) for name, levels in LEVEL_TABLES.items()},
 }
 DEGENERATE: Dict[str, Callable[..., Tensor]] = {
     "Brightness": black, "Color": grey_image, "Contrast": grey_mean, "Sharpness": smooth,
@@ -441,6 +439,12 @@ def draw_rand_augment(n: int, h: int, w: int, n_ops: int = 3, *,
                             h + (1.0 - h) * cut[2])
 
 
+def _geometric_kinds(names: Tuple[str, ...], device: torch.device) -> Tensor:
+    """Each op's index in :data:`GEOMETRIC` (−1: a colour op), on ``device``."""
+    return constant(tuple(GEOMETRIC.index(a) if a in GEOMETRIC else -1 for a in names),
+                    torch.long, device)
+
+
 def _rand_augment_rows(x: Tensor, which: Tensor, mags: Tensor,
                        names: Tuple[str, ...]) -> Tensor:
     """RandAugment's op positions, each op run on the samples that drew it (the CPU path).
@@ -449,8 +453,7 @@ def _rand_augment_rows(x: Tensor, which: Tensor, mags: Tensor,
     together, and all those that drew a geometric op go through one warp: the least work,
     but finding the rows reads the draws on the host."""
     h, w = x.shape[2:]
-    kind_of = constant(tuple(GEOMETRIC.index(a) if a in GEOMETRIC else -1 for a in names),
-                       torch.long, x.device)
+    kind_of = _geometric_kinds(names, x.device)
     out = x
     for p in range(which.shape[1]):
         k, v = which[:, p], mags[:, p]
@@ -488,8 +491,7 @@ def _rand_augment_sync_free(x: Tensor, which: Tensor, mags: Tensor,
     level_tables = [a for a in names if a in LEVEL_TABLES]
     blends = [a for a in names if a in DEGENERATE]
     if geometric:
-        kind = constant(tuple(GEOMETRIC.index(a) if a in GEOMETRIC else -1 for a in names),
-                        torch.long, x.device)[which]
+        kind = _geometric_kinds(names, x.device)[which]
         index = warp_index(geometric_matrices(kind, mags, h, w), h, w)      # (N, P, h·w)
     if level_tables or image_tables:
         tables = _levels(x).expand(n, positions, 256)
