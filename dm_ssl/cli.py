@@ -37,8 +37,9 @@ DM_SSL_KEYS: Dict[str, Any] = {
     "progress": True,          # a progress bar with the live losses
     "verbose": False,          # semilearn's log lines on the terminal too (always in log.txt)
     "sync_bn": False,          # torchrun: BN statistics over all processes (SyncBatchNorm)
-    "augment_on": "loader",    # loader | device: the SSL sets' images and augmentation on the
-                               # device (dm_ssl.data.device_data; cifar10/100, digits)
+    "augment_on": "loader",    # loader | device: the training images and their augmentation
+                               # on the device (dm_ssl.data.device_data; cifar10/100, digits,
+                               # supervised tinyimagenet)
     "dataset_options": {},     # passed to the dataset reader (digits: size, channels, ...)
     "hflip": None,             # horizontal flip in the weak/strong views (default per dataset)
     "in_channels": 3,          # input channels of dm_ssl's own nets (small_cnn)
@@ -181,14 +182,32 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     if out["augment_on"] not in ("loader", "device"):
         raise ConfigError(f"config key 'augment_on' must be loader or device, got "
                           f"{out['augment_on']!r}")
-    if out["augment_on"] == "device" and (out["algorithm"] in SUPERVISED
-                                          or out["dataset"] in FINEGRAINED):
-        raise ConfigError("config key 'augment_on': device is for the classic-CV SSL sets "
-                          "(cifar10, cifar100, digits) with an SSL algorithm; "
-                          f"{out['algorithm']} on {out['dataset']} uses augment_on=loader")
+    if out["augment_on"] == "device":
+        _check_device_augment(out)
     check_ranges(out)
     check_device(out.get("device"), "device")
     return out
+
+
+def _check_device_augment(cfg: Dict[str, Any]) -> None:
+    """``augment_on: device`` only where the device path does the loader's transforms: the
+    classic-CV SSL sets, and supervised training on the padded-crop sets at their own size
+    (dm_ssl.data.device_data); everything else is refused naming what stands in the way."""
+    why = None
+    if cfg["dataset"] in FINEGRAINED:
+        why = (f"the fine-grained set {cfg['dataset']} is resized and cropped per image "
+               "(RandomResizedCrop 224)")
+    elif cfg["algorithm"] in SUPERVISED:
+        from dm_ssl.data.supervised import SUPERVISED_DATASETS, device_augment_refusal
+
+        if cfg["dataset"] in SUPERVISED_DATASETS:  # an unknown one is refused when it is read
+            why = device_augment_refusal(cfg["dataset"], cfg.get("img_size"),
+                                         **{k: cfg[k] for k in AUGMENT_KEYS})
+    if why is not None:
+        raise ConfigError(f"config key 'augment_on': device cannot run this config: {why}; "
+                          "use augment_on=loader (device: the SSL sets cifar10, cifar100, "
+                          "digits, and supervised cifar10, cifar100, tinyimagenet, digits at "
+                          "their own size without auto_augment / reprob)")
 
 
 #: key -> (low, high, low_open, high_open): values outside are refused before anything is built

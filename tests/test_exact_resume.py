@@ -30,8 +30,11 @@ CASES = {
                     "dm_w_ll": 1.0, "dm_mixer": "mixup,cutmix"},
     "fixmatch_dm_device": {"algorithm": "fixmatch_dm", "num_labels": 20, "uratio": 2,
                            "dm_mixer": "cutmix", "augment_on": "device"},
-    "supervised_mixup": {"algorithm": "supervised_mixup", "mix_mixers": "mixup,cutmix",
-                         "mix_loss": "dm_ce", "subset_percent": 50},
+    # the supervised stream on the device (the loader's sampler is fixmatch_dm's and
+    # selftuning_dm's)
+    "supervised_mixup_device": {"algorithm": "supervised_mixup", "mix_mixers": "mixup,cutmix",
+                                "mix_loss": "dm_ce", "subset_percent": 50,
+                                "augment_on": "device"},
     "selftuning_dm": {"algorithm": "selftuning_dm", "num_labels": 20, "uratio": 1,
                       "st_queue_size": 4, "st_proj_dim": 16},
 }

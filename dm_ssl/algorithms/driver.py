@@ -250,6 +250,11 @@ class DriverMixin:
         from semilearn.datasets import DistributedSampler
 
         on_device = getattr(self.args, "augment_on", "loader") == "device"
+        if on_device and isinstance(loader, DataLoader) and isinstance(loader.sampler,
+                                                                       ResumableSampler):
+            # a loader of our own, resumable already (repeated_aug): the same draws on the device
+            return device_stream(loader.dataset, loader.sampler, loader.batch_size, self.device,
+                                 loader.drop_last)
         # semilearn's RandomSampler only; its weighted sampler (and loaders of our own that
         # are resumable already) stay as they are
         if not isinstance(loader, DataLoader) or type(loader.sampler) is not DistributedSampler:

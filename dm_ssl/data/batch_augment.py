@@ -7,6 +7,8 @@ every sample still gets its own draw (spec §7's classic-CV pipeline, issue #12)
 ``weak``
     a random crop from the image reflect-padded by ``pad`` (``int(s·(1 − crop_ratio))``: 4 at
     32²) and, with ``hflip``, a horizontal flip with probability ½ (:mod:`.transforms`).
+    ``padding_mode="constant"`` pads with black instead: the supervised recipe's
+    ``RandomCrop(s, padding=4)`` + flip (:mod:`.supervised`).
 ``strong``
     the weak geometry, then USB's ``RandAugment(3, 5)``
     (``semilearn/datasets/augmentation/randaugment.py``, 0.3.2): ``n = 3`` ops drawn
@@ -386,11 +388,16 @@ def cutout(x: Tensor, boxes: Tensor) -> Tensor:
 
 
 # -- weak geometry --------------------------------------------------------------------------
-def crop(x: Tensor, pad: int, top: Tensor, left: Tensor) -> Tensor:
-    """Each sample's ``(H, W)`` window at ``(top, left)`` of the image reflect-padded by
-    ``pad`` (torchvision's ``RandomCrop(padding=pad, padding_mode='reflect')``)."""
+PADDING_MODES = ("reflect", "constant")
+
+
+def crop(x: Tensor, pad: int, top: Tensor, left: Tensor, padding_mode: str = "reflect"
+         ) -> Tensor:
+    """Each sample's ``(H, W)`` window at ``(top, left)`` of the image padded by ``pad``
+    (torchvision's ``RandomCrop(padding=pad, padding_mode=padding_mode)``; ``constant`` pads
+    with 0, torchvision's default fill)."""
     n, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad > 0 else x
+    padded = F.pad(x, (pad, pad, pad, pad), mode=padding_mode) if pad > 0 else x
     wp = w + 2 * pad
     rows = top.to(x.device).long()[:, None] + torch.arange(h, device=x.device)
     cols = left.to(x.device).long()[:, None] + torch.arange(w, device=x.device)
@@ -399,12 +406,12 @@ def crop(x: Tensor, pad: int, top: Tensor, left: Tensor) -> Tensor:
     return flat.reshape(n, c, h, w)
 
 
-def weak_levels(x: Tensor, pad: int, hflip: bool,
-                generator: Optional[torch.Generator]) -> Tensor:
-    """Random crop (pad ``pad``, reflect) and flip (p = ½) per sample, on levels."""
+def weak_levels(x: Tensor, pad: int, hflip: bool, generator: Optional[torch.Generator],
+                padding_mode: str = "reflect") -> Tensor:
+    """Random crop (pad ``pad``, ``padding_mode``) and flip (p = ½) per sample, on levels."""
     n, _, h, w = x.shape
     offsets = _random.randint(2 * pad + 1, (2, n), generator=generator, device=x.device)
-    out = crop(x, pad, offsets[0], offsets[1])
+    out = crop(x, pad, offsets[0], offsets[1], padding_mode)
     if hflip:
         flip = _random.rand(n, generator=generator, device=x.device) < 0.5
         out = torch.where(flip[:, None, None, None], out.flip(-1), out)
@@ -551,8 +558,10 @@ class BatchAugment:
 
     Args:
         strong: add RandAugment(``n_ops``, ·) with Cutout after the weak geometry.
-        pad: the crop's reflect padding (USB: ``int(img_size · (1 − crop_ratio))``).
+        pad: the crop's padding (USB: ``int(img_size · (1 − crop_ratio))``).
         hflip: random horizontal flips.
+        padding_mode: ``reflect`` (USB's SSL views) or ``constant`` (black: the supervised
+            recipe's ``RandomCrop(s, padding=4)``).
         mean, std: when given, the output is normalised float (as ``ToTensor`` →
             ``Normalize``); else it has the input's dtype (uint8, or float in [0, 1]).
         sync_free: RandAugment without host syncs (see :func:`apply_rand_augment`); None:
@@ -562,17 +571,20 @@ class BatchAugment:
     def __init__(self, strong: bool, pad: int = 4, hflip: bool = True, n_ops: int = 3,
                  mean: Optional[Sequence[float]] = None,
                  std: Optional[Sequence[float]] = None,
-                 sync_free: Optional[bool] = None) -> None:
+                 sync_free: Optional[bool] = None, padding_mode: str = "reflect") -> None:
         if pad < 0 or n_ops < 0:
             raise ValueError(f"pad and n_ops must be >= 0, got {pad}, {n_ops}")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
         self.strong, self.pad, self.hflip, self.n_ops = strong, int(pad), bool(hflip), n_ops
         self.mean, self.std, self.sync_free = mean, std, sync_free
+        self.padding_mode = padding_mode
 
     def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         _check(x)
-        levels = weak_levels(to_levels(x), self.pad, self.hflip, generator)
+        levels = weak_levels(to_levels(x), self.pad, self.hflip, generator, self.padding_mode)
         if self.strong:
             n, _, h, w = levels.shape
             draws = draw_rand_augment(n, h, w, self.n_ops, generator=generator,
@@ -586,4 +598,5 @@ class BatchAugment:
 
     def __repr__(self) -> str:
         kind = f"strong, RandAugment({self.n_ops}) + Cutout" if self.strong else "weak"
-        return f"{type(self).__name__}({kind}, pad={self.pad}, hflip={self.hflip})"
+        return (f"{type(self).__name__}({kind}, pad={self.pad} {self.padding_mode}, "
+                f"hflip={self.hflip})")

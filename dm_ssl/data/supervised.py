@@ -25,6 +25,12 @@ than the native size (32 / 64) resizes first and then crops with the same paddin
 ImageNet it is the crop, tested from ``floor(img_size / crop_pct)``. Normalisation: CIFAR as in
 :mod:`dm_ssl.data.transforms` (semilearn's constants), ImageNet statistics otherwise.
 
+With ``augment_on: device`` the "pad" crop sets at their own size (cifar10/100, tinyimagenet,
+digits; no ``auto_augment`` / ``reprob``) record a
+:class:`~dm_ssl.data.device_data.DeviceAugmentSpec` (black padding, as ``RandomCrop``) on the
+training set, and the run crops and flips them on the device
+(:func:`device_augment_refusal` says why any other config cannot).
+
 Data-efficient runs keep a class-balanced, seeded ``subset_percent`` % of every class of the
 training set (:func:`~dm_ssl.data.split.class_balanced_subset`); the indices are saved as
 ``run_dir/subset_<percent>.json`` in ``split.json``'s format (:func:`~dm_ssl.data.save_split`:
@@ -50,6 +56,7 @@ from torchvision import transforms
 
 from .cifar import cifar_class_names, load_cifar
 from .datasets import IndexedDataset
+from .device_data import DeviceAugmentSpec
 from .digits import (
     DIGITS_MEAN,
     DIGITS_NUM_CLASSES,
@@ -233,6 +240,24 @@ def supervised_transforms(spec: SupervisedSpec, img_size: Optional[int] = None, 
             transforms.Compose(head + norm))
 
 
+def device_augment_refusal(dataset: str, img_size: Optional[int] = None, *,
+                           auto_augment: Optional[str] = None, reprob: float = 0.0,
+                           **_: Any) -> Optional[str]:
+    """Why ``augment_on: device`` cannot do this supervised training transform, or None when
+    it can: the "pad" crop (RandomCrop with black padding + flip) at the images' own size is
+    done on the device; resized crops, resizing and timm's policies are done in the loader."""
+    spec = get_supervised_spec(dataset)
+    if spec.crop != "pad":
+        return f"{dataset} trains on RandomResizedCrop (timm's create_transform)"
+    if img_size is not None and int(img_size) != spec.img_size:
+        return f"img_size {img_size} resizes {dataset}'s {spec.img_size}-pixel images"
+    if auto_augment:
+        return f"auto_augment {auto_augment!r} is timm's policy, applied per image"
+    if reprob:
+        return "reprob (timm's random erasing) is applied per image"
+    return None
+
+
 def _check_size(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
             or value < 1:
@@ -318,6 +343,11 @@ def build_supervised_datasets(
         "eval": cls(algorithm, test_data, test_labels, k, eval_tf, False, None),
     }
     size = spec.img_size if img_size is None else int(img_size)
+    why = device_augment_refusal(dataset, img_size, **augment)
+    if why is None:  # augment_on=device can do this training transform (dm_ssl.data.device_data)
+        dsets["train"].device_augment = DeviceAugmentSpec(  # type: ignore[attr-defined]
+            pad=spec.pad, hflip=spec.hflip, mean=tuple(spec.mean), std=tuple(spec.std),
+            padding_mode="constant", size=size)
     info = DatasetInfo(
         name=dataset, num_classes=k, class_names=class_names, img_size=size,
         channels=len(spec.mean),

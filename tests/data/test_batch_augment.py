@@ -173,13 +173,18 @@ def test_op_log_names_what_would_sync():
     assert "aten.view" in log.ops and log.kernels == len(log.ops) - 1
 
 
-def test_crop_and_flip_equal_torchvisions():
+@pytest.mark.parametrize("mode", ["reflect", "constant"])
+def test_crop_and_flip_equal_torchvisions(mode):
+    """reflect: USB's SSL views; constant: the supervised recipe's RandomCrop(32, padding=4),
+    whose fill is 0."""
     imgs = _images(9, 32)
     top, left = torch.tensor([0, 8, 3, 4, 8, 0, 1, 7, 2]), torch.tensor([8, 0, 4, 4, 8, 0, 6, 2, 5])
-    out = ba.crop(ba.to_levels(_batch(imgs)), 4, top, left)
-    ref = [_array(TF.crop(TF.pad(_pil(im), 4, padding_mode="reflect"), int(i), int(j), 32, 32))
+    out = ba.crop(ba.to_levels(_batch(imgs)), 4, top, left, mode)
+    ref = [_array(TF.crop(TF.pad(_pil(im), 4, padding_mode=mode), int(i), int(j), 32, 32))
            for im, i, j in zip(imgs, top, left)]
     np.testing.assert_array_equal(_numpy(out), np.stack(ref))
+    if mode == "constant":   # the corner crop starts with black padding
+        assert (_numpy(out)[0, :4] == 0).all() and (_numpy(out)[0, 4:] != 0).any()
     flipped = [_array(TF.hflip(_pil(im))) for im in imgs]
     np.testing.assert_array_equal(_numpy(ba.to_levels(_batch(imgs)).flip(-1)), np.stack(flipped))
 

@@ -6,14 +6,22 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
+from torchvision.transforms import functional as TF
 
 pytest.importorskip("semilearn")
 
 from dm_ssl import cli  # noqa: E402
 from dm_ssl.data import build_ssl_datasets  # noqa: E402
 from dm_ssl.data.device_data import DeviceAugmentSpec, DeviceBatches, device_stream  # noqa: E402
+from dm_ssl.data.errors import DatasetError  # noqa: E402
+from dm_ssl.data.finegrained import load_rgb  # noqa: E402
 from dm_ssl.data.op_log import OpLog  # noqa: E402
-from dm_ssl.data.sampling import ResumableSampler  # noqa: E402
+from dm_ssl.data.sampling import ResumableSampler, SeededDataset  # noqa: E402
+from dm_ssl.data.supervised import build_supervised_datasets  # noqa: E402
+
+from .cifar_files import write_cifar10  # noqa: E402
+from .test_tinyimagenet import write_tinyimagenet  # noqa: E402
 
 SPEC = DeviceAugmentSpec(pad=1, hflip=False, mean=(0.5,), std=(0.25,))
 
@@ -92,9 +100,98 @@ def test_unknown_views_and_sets_without_a_device_path_are_refused(tmp_path):
         device_stream(resized["train_ulb"], sampler, 4, torch.device("cpu"))
     with pytest.raises(cli.ConfigError, match="augment_on"):
         cli.validate({"algorithm": "fixmatch", "dataset": "digits", "augment_on": "gpu"})
-    with pytest.raises(cli.ConfigError, match="augment_on"):
-        cli.validate({"algorithm": "supervised_mixup", "dataset": "digits",
+    refused = {"imagenet": {}, "cifar10": {"auto_augment": "rand-m9-mstd0.5-inc1"},
+               "cifar100": {"reprob": 0.25}, "tinyimagenet": {"img_size": 32}}
+    for dataset, extra in refused.items():
+        with pytest.raises(cli.ConfigError, match=f"augment_on.*{next(iter(extra), 'Resized')}"):
+            cli.validate({"algorithm": "supervised_mixup", "dataset": dataset,
+                          "augment_on": "device", **extra})
+    with pytest.raises(cli.ConfigError, match="augment_on.*fine-grained"):
+        cli.validate({"algorithm": "selftuning", "dataset": "cub200", "label_percent": 15,
                       "augment_on": "device"})
+    for dataset in ("digits", "cifar10", "tinyimagenet"):
+        assert cli.validate({"algorithm": "supervised_mixup", "dataset": dataset,
+                             "augment_on": "device"})["augment_on"] == "device"
+
+
+def _loader_outcomes(img: np.ndarray, pad: int, mean, std) -> list:
+    """Every image torchvision's RandomCrop(s, padding=pad) + flip + normalise can make."""
+    pil, s = Image.fromarray(img), img.shape[0]
+    padded = TF.pad(pil, pad)                    # fill 0: the supervised recipe's black border
+    out = []
+    for i in range(2 * pad + 1):
+        for j in range(2 * pad + 1):
+            window = TF.crop(padded, i, j, s, s)
+            for view in (window, TF.hflip(window)):
+                out.append(TF.normalize(TF.to_tensor(view), list(mean), list(std)))
+    return out
+
+
+def test_supervised_views_are_the_recipes_crop_and_flip(tmp_path):
+    """Each device view of a supervised CIFAR set is one of the images the loader's
+    RandomCrop(32, padding=4) + flip could make of that sample (black padding, not USB's
+    reflection), and the crops vary."""
+    root = tmp_path / "data"
+    write_cifar10(root, per_batch=20)
+    train = build_supervised_datasets("cifar10", root, None)[0]["train"]
+    spec = train.device_augment
+    assert (spec.padding_mode, spec.pad, spec.hflip, spec.size) == ("constant", 4, True, 32)
+    sampler = ResumableSampler(len(train), 64, seed=0, stream=0)
+    stream = device_stream(SeededDataset(train), sampler, 16, torch.device("cpu"))
+    batch = next(iter(stream))
+    assert stream.keys == ["idx_lb", "x_lb", "y_lb"]
+    assert torch.equal(batch["y_lb"], torch.as_tensor(train.targets)[batch["idx_lb"]])
+    for view, i in zip(batch["x_lb"][:6], batch["idx_lb"][:6]):
+        outcomes = _loader_outcomes(train.data[int(i)], 4, spec.mean, spec.std)
+        assert min(float((view - o).abs().max()) for o in outcomes) < 1e-5
+    black = (torch.zeros(3) - torch.tensor(spec.mean)) / torch.tensor(spec.std)
+    borders = (batch["x_lb"] - black.view(1, 3, 1, 1)).abs().amax(1) < 1e-5
+    assert borders.any() and not borders.all()   # black padding in some crops' borders
+
+
+def test_tinyimagenet_on_the_device_is_decoded_once(tmp_path):
+    """The JPEGs are decoded once per dataset and device (grey files as RGB, as the loader
+    opens them) and shared by both of semilearn's streams; an image of another size is
+    refused naming it."""
+    root = tmp_path / "data"
+    files = write_tinyimagenet(root, per_class=3, val_per_class=1)
+    grey = files["train"][1][0]
+    Image.open(grey).convert("L").save(grey, "JPEG")           # the real set has grey JPEGs
+    train = build_supervised_datasets("tinyimagenet", root, None)[0]["train"]
+    sampler = ResumableSampler(len(train), 9, seed=0, stream=0)
+    a = device_stream(train, sampler, 3, torch.device("cpu"))
+    b = device_stream(train, sampler, 3, torch.device("cpu"))
+    assert a.images.data_ptr() == b.images.data_ptr() and a.images.shape == (9, 3, 64, 64)
+    for k in (0, 1, 8):
+        want = np.asarray(load_rgb(train.data[k])).transpose(2, 0, 1)
+        np.testing.assert_array_equal(a.images[k].numpy(), want)
+    assert next(iter(a))["x_lb"].shape == (3, 3, 64, 64)
+    big = files["train"][4][0]
+    Image.new("RGB", (80, 64)).save(big, "JPEG")
+    other = build_supervised_datasets("tinyimagenet", root, None)[0]["train"]
+    with pytest.raises(DatasetError, match=f"{big.name} is 80x64, not 64x64.*augment_on=loader"):
+        device_stream(other, sampler, 3, torch.device("cpu"))
+
+
+def test_supervised_training_on_the_device_from_the_cli(tmp_path):
+    """supervised_mixup's training stream is a DeviceBatches (plain and repeated_aug), and
+    the run trains."""
+    cfg = {"algorithm": "supervised_mixup", "dataset": "digits", "in_channels": 1,
+           "net": "small_cnn", "num_train_iter": 4, "epoch": 1, "num_eval_iter": 2,
+           "batch_size": 8, "eval_batch_size": 64, "num_workers": 0, "progress": False,
+           "device": "cpu", "augment_on": "device", "mix_mixers": "cutmix",
+           "save_dir": str(tmp_path)}
+    for i, extra in enumerate(({}, {"repeated_aug": 2})):
+        alg, _, _ = cli.prepare_run(cli.validate({**cfg, **extra, "save_name": f"r{i}"}))
+        stream = alg.loader_dict["train_lb"]
+        assert isinstance(stream, DeviceBatches) and stream.weak.padding_mode == "constant"
+        assert len(stream) == 4 and next(iter(stream))["x_lb"].shape == (8, 1, 8, 8)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k != "save_dir"}))
+    assert cli.main(["train", "--config", str(path), "--save-dir", str(tmp_path / "a")]) == 0
+    results = json.loads((tmp_path / "a" / "supervised_mixup_digits" / "results.json")
+                         .read_text())
+    assert results["status"] == "finished" and results["iterations"] == 4
 
 
 @pytest.mark.parametrize("alg", ["fixmatch_dm", "flexmatch", "softmatch_dm"])
