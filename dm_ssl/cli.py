@@ -73,6 +73,8 @@ AUGMENT_KEYS = ("auto_augment", "reprob", "interpolation", "crop_pct", "eval_img
 #: fine-grained transfer transform keys (refused for other datasets)
 FINEGRAINED_KEYS = ("randaugment_views", "randaugment_n", "randaugment_m")
 SUPERVISED = ("supervised_mixup", "fullysupervised", "supervised")
+#: config keys holding paths: config.yaml records them absolute
+PATH_KEYS = ("data_dir", "pretrained_path", "pretrain_path", "label_list", "load_path")
 FINEGRAINED = ("cub200", "stanford_cars", "fgvc_aircraft")
 _CKPT = "latest_model.pth"
 
@@ -143,6 +145,11 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 < pct <= 100:
             raise ConfigError(f"config key 'label_percent' must be in (0, 100] for "
                               f"{out['dataset']}, got {out['label_percent']!r}")
+        if pct == 100 and out["algorithm"] not in SUPERVISED and not out["label_list"]:
+            raise ConfigError(f"config key 'label_percent': 100 labels every training image "
+                              f"of {out['dataset']}, which leaves {out['algorithm']} no "
+                              "unlabeled images; use a share below 100 (the paper: 15, 30, 50), "
+                              "or supervised_mixup for fully supervised training")
     if out["algorithm"] not in SUPERVISED or out["dataset"] in FINEGRAINED:
         for key in AUGMENT_KEYS:
             if out[key] != DM_SSL_KEYS[key]:
@@ -369,6 +376,24 @@ class RunIncompleteError(RuntimeError):
     """The training loop ended before ``num_train_iter``."""
 
 
+class RunFailedError(RuntimeError):
+    """An error while the run trained or evaluated (an unreadable image mid-epoch, an error
+    inside semilearn or torch): ``results.json`` says failed with the reason; the checkpoints
+    already written stay as they were."""
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line. An error raised in a data-loader worker reaches the
+    main process as ``Caught DatasetError in DataLoader worker process 0. Original Traceback
+    ...``: its last line is the worker's own message."""
+    text = str(err)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1].strip()
+        head, sep, message = last.partition(": ")
+        text = message if sep and " " not in head else last
+    return text
+
+
 class RunStopped(RuntimeError):
     """SIGTERM / SIGUSR1 / SIGUSR2 (a Slurm preemption or time limit, ``kill``): the run saved
     its checkpoint at the end of the step and stopped; ``--set resume=true`` continues it."""
@@ -483,8 +508,9 @@ def _is_main(cfg: Dict[str, Any]) -> bool:
     return not cfg.get("distributed") or cfg.get("rank", 0) == 0
 
 
-def prepare_run(cfg: Dict[str, Any]):
-    """Datasets, logger, tensorboard and the algorithm for a validated config."""
+def prepare_run(cfg: Dict[str, Any], record: bool = True):
+    """Datasets, logger, tensorboard and the algorithm for a validated config. ``record``
+    False (``dm-ssl eval``): no log.txt or tensorboard file is added to the run directory."""
     from semilearn.core.utils import TBLog, get_logger
 
     from dm_ssl.algorithms import build_algorithm
@@ -536,11 +562,14 @@ def prepare_run(cfg: Dict[str, Any]):
         raise ConfigError(f"config key 'num_classes' is {cfg['num_classes']} but dataset "
                           f"{info.name!r} has {info.num_classes} classes")
     cfg = {**cfg, "num_classes": info.num_classes, "img_size": info.img_size}
-    logger = get_logger(cfg["save_name"], str(run_dir))
+    if record:
+        logger = get_logger(cfg["save_name"], str(run_dir))
+    else:  # a logger of its own without a file (get_logger adds one per call to a name)
+        logger = get_logger(f"{cfg['save_name']}.eval")
     # semilearn's per-evaluation lines go to log.txt; the terminal shows them with --verbose
     logger.propagate = bool(cfg.get("verbose"))
     tb_log = TBLog(str(run_dir), "tensorboard",
-                   use_tensorboard=bool(cfg["use_tensorboard"]) and _is_main(cfg))
+                   use_tensorboard=record and bool(cfg["use_tensorboard"]) and _is_main(cfg))
     alg = build_algorithm(cfg, dsets, tb_log, logger)
     return alg, info, run_dir
 
@@ -600,6 +629,7 @@ def check_resume_config(cfg: Dict[str, Any], run_dir: Path) -> None:
         saved = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return  # unreadable record: the checkpoint check still guards the resume
+    saved = _absolute_paths(saved)  # older runs recorded paths as typed
     keys = [k for k in cfg if k in RESUME_KEYS or k.startswith(RESUME_PREFIXES)]
     diff = [f"{k}: {saved.get(k)!r} -> {cfg[k]!r}" for k in keys
             if k in saved and saved[k] != cfg[k]]
@@ -643,10 +673,29 @@ def _write_results(run_dir: Path, cfg: Dict[str, Any], info: Any, **fields: Any)
             "experiment": cfg.get("experiment") or {}, **fields})
 
 
+def _absolute_paths(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """``cfg`` with its :data:`PATH_KEYS` made absolute (from the current directory)."""
+    return {**cfg, **{k: os.path.abspath(os.path.expanduser(cfg[k])) for k in PATH_KEYS
+                      if isinstance(cfg.get(k), str) and cfg[k]}}
+
+
+def _fail(run_dir: Path, cfg: Dict[str, Any], info: Any, alg: Any, err: Exception) -> None:
+    """Record a run that failed while training or evaluating, then raise
+    :class:`RunFailedError` (exit 1, one line) from ``err``."""
+    reason = f"{type(err).__name__}: {one_line(err)}"
+    try:  # best effort: the disk may be the problem
+        _write_results(run_dir, cfg, info, status="failed", reason=reason, iterations=alg.it)
+    except OSError:
+        pass
+    raise RunFailedError(f"{one_line(err)} (at iteration {alg.it}; results.json says failed, "
+                         "the checkpoints are kept: fix the cause, then resume with "
+                         "--set resume=true)") from err
+
+
 def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     from dm_ssl import records
 
-    cfg = validate(cfg)
+    cfg = _absolute_paths(validate(cfg))  # config.yaml records them: eval from any directory
     run_dir = Path(cfg["save_dir"]) / cfg["save_name"]
     ckpt = Path(cfg.get("load_path") or run_dir / _CKPT)
     if cfg.get("resume") and not any(p.exists() for p in _checkpoints(ckpt)):
@@ -684,8 +733,9 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
             records.truncate_metrics(run_dir, alg.it)
         else:
             (run_dir / records.METRICS_FILE).unlink(missing_ok=True)
-        records.record_start(run_dir, cfg, alg.device, resumed_from=resumed_from,
-                             start_it=alg.it)
+        # num_labels as the data has it (supervised runs: the training (sub)set's size)
+        records.record_start(run_dir, {**cfg, "num_labels": info.num_labels}, alg.device,
+                             resumed_from=resumed_from, start_it=alg.it)
         alg.register_hook(records.metrics_hook(run_dir, alg.num_log_iter, alg.num_eval_iter),
                           "MetricsHook", "LOWEST")
     if cfg.get("progress", True):
@@ -710,21 +760,26 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
         except OSError:
             pass
         raise
+    except Exception as err:  # e.g. a damaged image met mid-epoch: failed, never "refused"
+        _fail(run_dir, cfg, info, alg, err)
     if alg.it < alg.num_train_iter:  # the loop ended early: never report success for it
         _write_results(run_dir, cfg, info, status="interrupted", iterations=alg.it,
                        num_train_iter=alg.num_train_iter)
         raise RunIncompleteError(f"training stopped at iteration {alg.it} of "
                                  f"{alg.num_train_iter}; results.json says interrupted")
-    final = alg.evaluate("eval")
-    results = {
-        "status": "finished", "iterations": alg.it,
-        "best_acc": float(alg.best_eval_acc), "best_it": int(alg.best_it) + 1,
-        "final_acc": final["eval/top-1-acc"], "final_it": alg.it,
-    }
-    for name in filter(None, cfg["eval_mixed"].split(",")):  # fractions, like the accuracies
-        mixed = robustness(alg, info, None, False, name)[f"mixed_{name}"]
-        results.update({f"mixed_{name}_top1": mixed["top1"] / 100,
-                         f"mixed_{name}_top2": mixed["top2"] / 100})
+    try:
+        final = alg.evaluate("eval")
+        results = {
+            "status": "finished", "iterations": alg.it,
+            "best_acc": float(alg.best_eval_acc), "best_it": int(alg.best_it) + 1,
+            "final_acc": final["eval/top-1-acc"], "final_it": alg.it,
+        }
+        for name in filter(None, cfg["eval_mixed"].split(",")):  # fractions, as dm-ssl eval
+            mixed = robustness(alg, info, None, False, name)[f"mixed_{name}"]
+            results.update({f"mixed_{name}_top1": mixed["top1"],
+                             f"mixed_{name}_top2": mixed["top2"]})
+    except Exception as err:
+        _fail(run_dir, cfg, info, alg, err)
     _write_results(run_dir, cfg, info, **results)
     results = {"algorithm": cfg["algorithm"], "dataset": info.name,
                "num_labels": info.num_labels, "seed": cfg["seed"], **results}
@@ -734,20 +789,34 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return results
 
 
+#: where torchvision's TenCrop puts the centre crop (tl, tr, bl, br, centre, then flipped)
+TEN_CROP_CENTRE = 4
+
+
+def _views(loader, device):
+    """The evaluation batches as ``(x, y)`` on ``device``; a ten-crop evaluation set
+    (``ten_crop: true``, items ``(10, C, H, W)``) gives its centre crop, the one image the
+    robustness measures perturb."""
+    for batch in loader:
+        x = batch["x_lb"]
+        yield (x[:, TEN_CROP_CENTRE] if x.dim() == 5 else x).to(device), batch["y_lb"].to(device)
+
+
 def _pixel_batches(loader, mean, std, device):
     """The evaluation batches back in [0, 1] pixel space (the attacks' ε is in pixels)."""
     import torch
 
     m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     s = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    for batch in loader:
-        yield batch["x_lb"].to(device) * s + m, batch["y_lb"].to(device)
+    for x, y in _views(loader, device):
+        yield x * s + m, y
 
 
 def robustness(alg, info, fgsm_eps: Optional[float], occlusion: bool,
                mixed: Optional[str]) -> Dict[str, Any]:
     """FGSM error, mixed-sample top-1/top-2 and occlusion accuracy (spec §9, Table A7, Fig. A1)
-    of the EMA weights on the evaluation set."""
+    of the EMA weights on the evaluation set, as fractions like the accuracies of
+    ``results.json`` and semilearn's evaluation (:mod:`dm_ssl.evaluation` gives percent)."""
     from dm_ssl import evaluation as ev
     from dm_ssl.mixers import build_mixer
 
@@ -760,16 +829,17 @@ def robustness(alg, info, fgsm_eps: Optional[float], occlusion: bool,
             out["fgsm_eps"] = fgsm_eps
             out["fgsm_error"] = ev.fgsm_error_rate(
                 model, _pixel_batches(loader, info.mean, info.std, dev), eps=fgsm_eps,
-                mean=info.mean, std=info.std)
+                mean=info.mean, std=info.std) / 100
         if mixed is not None:
             import torch
 
-            out[f"mixed_{mixed}"] = ev.mixed_accuracy(
-                model, ({"x_lb": b["x_lb"].to(dev), "y_lb": b["y_lb"].to(dev)} for b in loader),
+            scores = ev.mixed_accuracy(
+                model, ({"x_lb": x, "y_lb": y} for x, y in _views(loader, dev)),
                 _eval_mixer(alg, mixed, build_mixer), lam=0.5,
                 generator=torch.Generator().manual_seed(0))
+            out[f"mixed_{mixed}"] = {k: v / 100 for k, v in scores.items()}
         if occlusion:
-            out["occlusion"] = {str(k): v for k, v in ev.occlusion_accuracy(
+            out["occlusion"] = {str(k): v / 100 for k, v in ev.occlusion_accuracy(
                 model, _pixel_batches(loader, info.mean, info.std, dev),
                 mean=info.mean, std=info.std).items()}
     finally:
@@ -797,6 +867,15 @@ def evaluate(checkpoint: str, data_dir: Optional[str] = None, device: Optional[s
     """Accuracy of a checkpoint (its EMA weights, as USB evaluates) on the evaluation set, and
     optionally its robustness (FGSM, mixed samples, occlusion)."""
     ckpt = Path(checkpoint)
+    if fgsm_eps is not None and not (math.isfinite(fgsm_eps) and fgsm_eps >= 0):
+        raise ConfigError(f"--fgsm must be a finite ε >= 0 in pixel units (8/255 ≈ 0.0314), "
+                          f"got {fgsm_eps}")
+    if mixed is not None:
+        from dm_ssl.mixers import MIXERS
+
+        if mixed not in MIXERS:
+            raise ConfigError(f"--mixed: unknown mixer {mixed!r}; known mixers: "
+                              f"{', '.join(sorted(MIXERS))}")
     if not ckpt.is_file():
         raise ConfigError(f"checkpoint {ckpt} not found")
     cfg_path = ckpt.parent / "config.yaml"
@@ -804,13 +883,15 @@ def evaluate(checkpoint: str, data_dir: Optional[str] = None, device: Optional[s
         raise ConfigError(f"{cfg_path} not found: dm-ssl eval needs the config.yaml that "
                           "dm-ssl train writes next to the checkpoints")
     cfg = validate(load_config(str(cfg_path)))
-    cfg.update(save_dir=str(ckpt.parent.parent), save_name=ckpt.parent.name, progress=False)
+    cfg.update(save_dir=str(ckpt.parent.parent), save_name=ckpt.parent.name, progress=False,
+               # the checkpoint holds every weight: the ImageNet file need not be there now
+               use_pretrain=False, pretrained_path=None, pretrain_path="")
     if data_dir is not None:
         cfg["data_dir"] = data_dir
     if device is not None:
         check_device(device, "--device")
         cfg["device"] = device
-    alg, info, _ = prepare_run(cfg)
+    alg, info, _ = prepare_run(cfg, record=False)  # the run directory stays as it is
     alg.load_model(str(ckpt))
     from semilearn.core.utils import EMA
 
@@ -1046,16 +1127,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         if isinstance(err, RunStopped):
             print(f"dm-ssl: {err}", file=sys.stderr)
             return EXIT_STOPPED
-        if isinstance(err, (NonFiniteLossError, RunIncompleteError, CheckpointWriteError)):
+        if isinstance(err, (NonFiniteLossError, RunIncompleteError, CheckpointWriteError,
+                            RunFailedError)):
             print(f"dm-ssl: run failed: {err}", file=sys.stderr)
             return 1
         if isinstance(err, (CheckpointError, DatasetError, ValueError, OSError)):
-            print(f"dm-ssl: error: {err}", file=sys.stderr)
+            print(f"dm-ssl: error: {one_line(err)}", file=sys.stderr)
             return 2
         # anything else (an error inside semilearn or torch): still one line, and the way
         # to the traceback
-        print(f"dm-ssl: error: {type(err).__name__}: {err} (--debug shows the traceback)",
-              file=sys.stderr)
+        print(f"dm-ssl: error: {type(err).__name__}: {one_line(err)} (--debug shows the "
+              "traceback)", file=sys.stderr)
         return 1
     return 0
 

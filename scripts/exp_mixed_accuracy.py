@@ -56,11 +56,15 @@ def run_one(cfg: Dict[str, Any], own: bool = False) -> Dict[str, Any]:
     alg.train()
     # the EMA weights, as USB evaluates (evaluate() and robustness() both apply them)
     out = {"clean": alg.evaluate("eval")["eval/top-1-acc"] * 100}
+
+    def percent(name: str) -> dict:  # robustness() gives fractions, the tables percent
+        scores = cli.robustness(alg, info, None, False, name)[f"mixed_{name}"]
+        return {k: 100 * v for k, v in scores.items()}
+
     for mixer in EVAL_MIXERS:
-        out[mixer] = cli.robustness(alg, info, None, False, mixer)[f"mixed_{mixer}"]
+        out[mixer] = percent(mixer)
     if own:  # the samples of the model's own mixer (a learned one: its trained Mix Block)
-        name = cfg["mix_mixers"]
-        out["own"] = cli.robustness(alg, info, None, False, name)[f"mixed_{name}"]
+        out["own"] = percent(cfg["mix_mixers"])
     return out
 
 

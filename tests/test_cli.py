@@ -88,9 +88,11 @@ def test_train_resume_refuse_and_eval_on_cifar_layout(tmp_path, capsys):
                      "--mixed", "cutmix"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0.0 <= out["top1"] <= 1.0 and out["iteration"] == 4
-    assert 0.0 <= out["fgsm_error"] <= 100.0 and out["fgsm_eps"] == 0.0314
+    # one unit throughout: fractions, as top1 (the clean accuracy is occlusion's first point)
+    assert 0.0 <= out["fgsm_error"] <= 1.0 and out["fgsm_eps"] == 0.0314
     assert set(out["mixed_cutmix"]) == {"top1", "top2"}
-    assert len(out["occlusion"]) == 10 and "0.0" in out["occlusion"]
+    assert 0.0 <= out["mixed_cutmix"]["top2"] <= out["mixed_cutmix"]["top1"] <= 1.0
+    assert len(out["occlusion"]) == 10 and out["occlusion"]["0.0"] == pytest.approx(out["top1"])
     # a missing dataset is one clear error naming the file
     assert cli.main(argv[:4] + [str(tmp_path / "nodata"), *argv[5:],
                                 *_sets("save_name=other")]) == 2
@@ -455,3 +457,58 @@ def test_a_shortened_run_fits_epoch_and_intervals_and_says_so(tmp_path, capsys):
     out, _ = cli.shorten_schedule({"num_train_iter": 10240, "epoch": 10},
                                   {"num_train_iter": 3072, "epoch": 10}, {"num_train_iter"})
     assert out["epoch"] == 3                        # 1024 iterations per epoch, as the file
+
+
+def test_eval_needs_neither_the_imagenet_file_nor_the_training_directory(tmp_path, capsys,
+                                                                         monkeypatch):
+    """config.yaml records paths absolute, and eval rebuilds the net without the ImageNet
+    weights (the checkpoint holds every weight): it runs from another directory after the
+    weights file is gone, and leaves the run directory as it was."""
+    import hashlib
+
+    import torch
+    import torchvision
+
+    monkeypatch.chdir(tmp_path)
+    write_cifar10(tmp_path / "data", per_batch=20)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    cfg = {"algorithm": "supervised_mixup", "dataset": "cifar10", "net": "resnet18",
+           "data_dir": "data",
+           "pretrained_path": "r18.pth", "num_train_iter": 2, "epoch": 1, "num_eval_iter": 2,
+           "batch_size": 8, "eval_batch_size": 64, "num_workers": 0, "progress": False,
+           "device": "cpu"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli.main(["train", "--config", "c.yaml", "--save-dir", "runs"]) == 0
+    run = tmp_path / "runs" / "supervised_mixup_cifar10"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["pretrained_path"] == str(tmp_path / "r18.pth")
+    assert saved["data_dir"] == str(tmp_path / "data")
+    (tmp_path / "r18.pth").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    def state():
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.rglob("*")
+                if p.is_file()}
+
+    before = state()
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(run / "latest_model.pth"), "--occlusion"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    results = json.loads((run / "results.json").read_text())
+    assert out["top1"] == pytest.approx(results["final_acc"])
+    assert state() == before
+
+
+def test_robustness_measures_read_the_centre_of_ten_crops():
+    """A ten-crop evaluation set (ten_crop: true, the transfer configs) gives FGSM / mixed /
+    occlusion its centre crop (torchvision's TenCrop order: tl, tr, bl, br, centre, ...)."""
+    import torch
+
+    crops = torch.arange(10.0).view(1, 10, 1, 1, 1).expand(2, 10, 3, 4, 4)
+    (x, y), = cli._views([{"x_lb": crops, "y_lb": torch.tensor([1, 2])}], "cpu")
+    assert x.shape == (2, 3, 4, 4) and (x == 4).all() and y.tolist() == [1, 2]
+    plain = torch.randn(2, 3, 4, 4)
+    (x, _), = cli._views([{"x_lb": plain, "y_lb": torch.tensor([0, 0])}], "cpu")
+    assert torch.equal(x, plain)

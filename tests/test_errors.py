@@ -119,7 +119,19 @@ CASES = {
         ["wrong.pth"]),
     "missing checkpoint at eval": (lambda t: ["eval", "--checkpoint", str(t / "none.pth")],
                                    ["none.pth"]),
+    "every fine-grained image labeled": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "algorithm": "selftuning_dm", "dataset": "cub200", "label_percent": 100}))],
+        ["label_percent", "no unlabeled images"]),
+    # eval options, refused before the checkpoint, the data or the model are read
+    "FGSM epsilon not a number": (lambda t: ["eval", "--checkpoint", str(t / "none.pth"),
+                                             "--fgsm", "nan"], ["--fgsm", "nan"]),
+    "negative FGSM epsilon": (lambda t: ["eval", "--checkpoint", str(t / "none.pth"),
+                                         "--fgsm", "-0.1"], ["--fgsm", "-0.1"]),
+    "unknown mixer at eval": (lambda t: ["eval", "--checkpoint", str(t / "none.pth"),
+                                         "--mixed", "mixitup"], ["--mixed", "mixitup"]),
 }
+EVAL_CASES = ("missing checkpoint at eval", "FGSM epsilon not a number", "negative FGSM epsilon",
+              "unknown mixer at eval")
 
 
 def _truncate(tmp: Path) -> list:
@@ -168,7 +180,7 @@ def in_process(argv, capsys) -> subprocess.CompletedProcess:
 def test_each_bad_input_is_one_clear_line(tmp_path, capsys, case):
     build, names = CASES[case]
     argv = build(tmp_path)
-    if case not in ("save directory not writable", "missing checkpoint at eval"):
+    if case != "save directory not writable" and case not in EVAL_CASES:
         argv += ["--save-dir", str(tmp_path / "new")]
     proc = dm_ssl(*argv) if case in AS_PROCESS else in_process(argv, capsys)
     one_error_line(proc, *names)
@@ -208,9 +220,10 @@ def test_an_existing_run_is_never_changed_by_a_refused_command(finished_run, tmp
         tmp_path, {**cfg, "resume": True}, "resume.yaml")), *save], capsys), "split")
     split.write_text(saved)
     assert hashes(run) == before
-    # eval still works on the run
+    # eval still works on the run, and adds nothing to it (no log line, no tensorboard file)
     ev = dm_ssl("eval", "--checkpoint", str(run / "latest_model.pth"), "--device", "cpu")
     assert ev.returncode == 0, ev.stderr[-2000:]
+    assert hashes(run) == before
 
 
 def test_truncated_checkpoints_are_named_at_eval_and_at_resume(finished_run, tmp_path):
@@ -226,6 +239,27 @@ def test_truncated_checkpoints_are_named_at_eval_and_at_resume(finished_run, tmp
     cfg = yaml.safe_load((copy / "config.yaml").read_text())
     one_error_line(dm_ssl("train", "--config", str(config(tmp_path, {**cfg, "resume": True})),
                           "--save-dir", str(tmp_path / "runs")), "latest_model.pth")
+
+
+def test_a_damaged_image_mid_run_fails_the_run_in_one_line(tmp_path):
+    """A file that breaks while the run trains (here in a data-loader worker): exit 1, one line
+    naming the file (not the worker's traceback) and the iteration, results.json says failed."""
+    from .data.test_tinyimagenet import write_tinyimagenet
+
+    files = write_tinyimagenet(tmp_path / "data", per_class=3, val_per_class=1)
+    for k in (4, 7):                                  # not item 0, which building may read
+        path = files["train"][k][0]
+        path.write_bytes(path.read_bytes()[:200])
+    cfg = {**TINY, "algorithm": "supervised_mixup", "dataset": "tinyimagenet", "in_channels": 3,
+           "num_train_iter": 8, "num_workers": 1, "mix_mixers": "mixup", "num_classes": 3}
+    proc = dm_ssl("train", "--config", str(config(tmp_path, cfg)), "--data-dir",
+                  str(tmp_path / "data"), "--save-dir", str(tmp_path / "runs"))
+    line = one_error_line(proc, "run failed", "cannot read image", code=1)
+    assert "worker" not in line and any(files["train"][k][0].name in line for k in (4, 7))
+    run = tmp_path / "runs" / "supervised_mixup_tinyimagenet"
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "failed" and "cannot read image" in results["reason"]
+    assert 0 <= results["iterations"] < 8 and f"iteration {results['iterations']}" in line
 
 
 def test_nan_mid_run_fails_the_run_and_says_where(tmp_path):

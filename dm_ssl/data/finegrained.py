@@ -137,12 +137,18 @@ def _check_class_count(path: Path, names: list[str], num_classes: int) -> list[s
 
 
 def _check_images(folder: Path, rels: list[str], listing: Path) -> None:
-    """Every listed image must exist: they are opened lazily, so find missing ones now."""
+    """Every listed image must exist and be non-empty: they are opened lazily (an empty file
+    would stop the run at the first evaluation that reads it), so find those now."""
     missing = [r for r in rels if not (folder / r).is_file()]
     if missing:
         path = folder / missing[0]
         raise _Bad(path, f"missing image {path} (listed in {listing}; {len(missing)} of the "
                          f"{len(rels)} listed images are missing)")
+    empty = [r for r in rels if (folder / r).stat().st_size == 0]
+    if empty:
+        path = folder / empty[0]
+        raise _Bad(path, f"empty image file {path} (0 bytes; listed in {listing}; {len(empty)} "
+                         f"of the {len(rels)} listed images are empty)")
 
 
 # CUB-200-2011 ----------------------------------------------------------------------------------
@@ -150,7 +156,8 @@ def _check_images(folder: Path, rels: list[str], listing: Path) -> None:
 def _cub_folder(root: Path) -> Path:
     nested = root / "CUB_200_2011"
     if nested.is_dir():
-        return nested
+        twice = nested / "CUB_200_2011"  # the archive extracted into a folder of its name
+        return twice if twice.is_dir() and not (nested / "images.txt").is_file() else nested
     if root.name == "CUB_200_2011" or (root / "images.txt").is_file():
         return root
     return nested

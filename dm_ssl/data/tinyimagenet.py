@@ -118,7 +118,8 @@ def tinyimagenet_class_names(root: PathLike) -> list[str]:
 
 
 def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMG_EXTENSIONS)
+    # "._x.JPEG": macOS's AppleDouble metadata beside each file copied from a Mac, never an image
+    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith("._")
 
 
 def _tiny_train(root: PathLike, folder: Path, wnids: list[str]) -> list[tuple[str, int]]:

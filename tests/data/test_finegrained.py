@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +76,23 @@ def test_root_may_be_the_dataset_folder(fg):
     assert read_finegrained(name, folder, "test") == exp["test"]
     if name == "fgvc_aircraft":  # ... or its data/ folder
         assert read_finegrained(name, folder / "data", "test") == exp["test"]
+
+
+def test_cub_extracted_twice_and_empty_images(tmp_path):
+    """``CUB_200_2011/CUB_200_2011/`` (the archive extracted into a folder of its name) is
+    found; an empty listed image is refused at the start, naming it, not at the first
+    evaluation that opens it."""
+    exp = write_cub(tmp_path / "inner")
+    outer = tmp_path / "data" / "CUB_200_2011"
+    outer.mkdir(parents=True)
+    (tmp_path / "inner" / "CUB_200_2011").rename(outer / "CUB_200_2011")
+    (outer / "attributes.txt").write_text("1 has_bill_shape::curved\n")
+    test = read_cub200(tmp_path / "data", "test")
+    assert [c for _, c in test] == [c for _, c in exp["test"]]
+    assert all(os.path.isfile(p) for p, _ in test)
+    Path(test[1][0]).write_bytes(b"")
+    with pytest.raises(DatasetError, match=f"empty image file .*{Path(test[1][0]).name}"):
+        read_cub200(tmp_path / "data", "test")
 
 
 def test_cub_labels_follow_the_index_files(tmp_path):

@@ -153,6 +153,9 @@ def test_tiny_words_missing_a_class(tiny):
 
 def test_reads_image_folder(tmp_path):
     files = write_image_folder(tmp_path)
+    for split in ("train", "val"):  # macOS's AppleDouble files beside images copied from a Mac
+        for path in tmp_path.glob(f"{split}/*/*.JPEG"):
+            (path.parent / f"._{path.name}").write_bytes(b"\x00\x05\x16\x07 metadata")
     assert image_folder_classes(tmp_path) == ["ant", "moose", "zebra"]
     for split in ("train", "val"):
         assert read_image_folder(tmp_path, split) == _as_pairs(files[split])
