@@ -10,7 +10,11 @@ Readers take the official on-disk layouts as they are (no download, no md5) and 
   train_test_split.txt, classes.txt}`` (1-based ids and labels in the files);
 - ``stanford_cars``: torchvision's ``StanfordCars`` layout, ``<root>/stanford_cars/{cars_train/,
   cars_test/, devkit/cars_train_annos.mat, devkit/cars_meta.mat,
-  cars_test_annos_withlabels.mat}`` (1-based ``class`` in the ``annotations`` struct);
+  cars_test_annos_withlabels.mat}`` (1-based ``class`` in the ``annotations`` struct); also
+  as the Kaggle copy nests it (``cars_train/cars_train/``, ``car_devkit/devkit/``), and the
+  original full download, ``{car_ims/, cars_annos.mat}`` (one ``annotations`` struct with
+  ``relative_im_path``, ``class`` and the ``test`` flag of the same split, and
+  ``class_names``);
 - ``fgvc_aircraft``: torchvision's ``FGVCAircraft`` layout, ``<root>/fgvc-aircraft-2013b/data/
   {images/, variants.txt, images_variant_trainval.txt, images_variant_test.txt}``: the 100
   variants, ``trainval`` for training.
@@ -215,9 +219,31 @@ def _cars_folder(root: Path) -> Path:
     nested = root / "stanford_cars"
     if nested.is_dir():
         return nested
-    if root.name == "stanford_cars" or (root / "devkit").is_dir():
+    if root.name == "stanford_cars" or any((root / p).exists() for p in (
+            "devkit", "car_devkit", CARS_ANNOS)):
         return root
     return nested
+
+
+#: the original full download's one annotation file (images under car_ims/)
+CARS_ANNOS = "cars_annos.mat"
+
+
+def _cars_sub(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``folder/name/name`` as the Kaggle copy nests its image folders."""
+    twice = folder / name / name
+    return twice if twice.is_dir() else folder / name
+
+
+def _cars_devkit(folder: Path) -> Path:
+    """``devkit/``, or ``car_devkit/devkit/`` (car_devkit.tgz extracted into its own folder)."""
+    kaggle = folder / "car_devkit" / "devkit"
+    return kaggle if not (folder / "devkit").is_dir() and kaggle.is_dir() else folder / "devkit"
+
+
+def _cars_full(folder: Path) -> bool:
+    """The original full download (``cars_annos.mat`` + ``car_ims/``), without a devkit."""
+    return (folder / CARS_ANNOS).is_file() and not _cars_devkit(folder).is_dir()
 
 
 def _loadmat(path: Path, key: str) -> np.ndarray:
@@ -237,7 +263,7 @@ def _loadmat(path: Path, key: str) -> np.ndarray:
 
 
 def _cars_class_names(folder: Path) -> list[str]:
-    path = folder / "devkit" / "cars_meta.mat"
+    path = folder / CARS_ANNOS if _cars_full(folder) else _cars_devkit(folder) / "cars_meta.mat"
     names = _loadmat(path, "class_names")
     if names.dtype.names is not None or not all(isinstance(n, str) for n in names.tolist()):
         raise _Bad(path, f"{path}: 'class_names' must be a cell array of strings")
@@ -246,30 +272,38 @@ def _cars_class_names(folder: Path) -> list[str]:
 
 def _cars_read(folder: Path, split: str) -> tuple[list[str], list[int], Path]:
     num_classes = len(_cars_class_names(folder))
-    if split == "train":
-        annos, images = folder / "devkit" / "cars_train_annos.mat", "cars_train"
+    if _cars_full(folder):  # one file, both splits: its 'test' flag is the devkit's split
+        annos, name, images = folder / CARS_ANNOS, "relative_im_path", ""
+    elif split == "train":
+        annos, name = _cars_devkit(folder) / "cars_train_annos.mat", "fname"
+        images = _cars_sub(folder, "cars_train").relative_to(folder).as_posix()
     else:
-        annos, images = folder / "cars_test_annos_withlabels.mat", "cars_test"
-        if not annos.is_file() and (folder / "devkit" / annos.name).is_file():
-            annos = folder / "devkit" / annos.name  # where some copies of the devkit keep it
-    if not (folder / images).is_dir():
+        annos, name = folder / "cars_test_annos_withlabels.mat", "fname"
+        if not annos.is_file() and (_cars_devkit(folder) / annos.name).is_file():
+            annos = _cars_devkit(folder) / annos.name  # where some copies of the devkit keep it
+        images = _cars_sub(folder, "cars_test").relative_to(folder).as_posix()
+    if images and not (folder / images).is_dir():
         raise _Bad(folder / images, f"missing folder {folder / images}")
     table = _loadmat(annos, "annotations")
     fields = table.dtype.names or ()
-    if "fname" not in fields or "class" not in fields:
+    needed = [name, "class"] + (["test"] if name == "relative_im_path" else [])
+    if any(f not in fields for f in needed):
         hint = (" (cars_test_annos.mat has no labels: the test labels are in "
                 "cars_test_annos_withlabels.mat)" if split == "test" else "")
-        raise _Bad(annos, f"{annos}: 'annotations' must be a struct array with fields 'fname' "
-                          f"and 'class', got fields {list(fields)}{hint}")
+        names = ", ".join(repr(f) for f in needed[:-1]) + f" and {needed[-1]!r}"
+        raise _Bad(annos, f"{annos}: 'annotations' must be a struct array with fields {names}, "
+                          f"got fields {list(fields)}{hint}")
     rels, labels = [], []
     for n, row in enumerate(table):
-        fname, cls = row["fname"], row["class"]
+        fname, cls = row[name], row["class"]
         if not (isinstance(fname, str) and fname and np.ndim(cls) == 0
                 and np.issubdtype(np.asarray(cls).dtype, np.number)
                 and float(cls).is_integer() and 1 <= int(cls) <= num_classes):
-            raise _Bad(annos, f"{annos}: annotation {n} has fname={fname!r}, class={cls!r}; "
+            raise _Bad(annos, f"{annos}: annotation {n} has {name}={fname!r}, class={cls!r}; "
                               f"expected a file name and a class in 1..{num_classes}")
-        rels.append(f"{images}/{fname}")
+        if not images and bool(row["test"]) != (split == "test"):
+            continue
+        rels.append(f"{images}/{fname}" if images else fname)
         labels.append(int(cls) - 1)  # 1-based in the devkit, as torchvision subtracts
     _check_images(folder, rels, annos)
     return rels, labels, annos
@@ -325,7 +359,11 @@ FINEGRAINED_DATASETS: dict[str, FineGrainedSpec] = {
                "mirrors of cars_train/, cars_test/, the devkit (car_devkit.tgz) and "
                "cars_test_annos_withlabels.mat. Arrange them as torchvision's StanfordCars "
                "reads them: stanford_cars/{cars_train/, cars_test/, devkit/cars_train_annos.mat, "
-               "devkit/cars_meta.mat, cars_test_annos_withlabels.mat}.",
+               "devkit/cars_meta.mat, cars_test_annos_withlabels.mat} (the Kaggle copy's "
+               "cars_train/cars_train/ and car_devkit/devkit/ are read as they come), or "
+               "stanford_cars/{car_ims/, cars_annos.mat} (the original full download). "
+               "Class-named folders (car_data/train/<class>/) are not read: their order is "
+               "not the devkit's class numbering.",
         locate=_cars_folder, read=_cars_read, class_names=_cars_class_names),
     "fgvc_aircraft": FineGrainedSpec(
         name="fgvc_aircraft", title="FGVC-Aircraft", num_classes=100,

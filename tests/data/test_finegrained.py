@@ -95,6 +95,46 @@ def test_cub_extracted_twice_and_empty_images(tmp_path):
         read_cub200(tmp_path / "data", "test")
 
 
+def test_cars_as_kaggle_nests_it_and_as_the_original_full_download(tmp_path):
+    """The Kaggle copy (cars_train/cars_train/, car_devkit/devkit/) and the original download
+    (car_ims/ + cars_annos.mat with its test flag) give the devkit layout's images, labels
+    and names."""
+    import scipy.io
+
+    exp = write_cars(tmp_path / "tv")
+    folder = exp["folder"]
+    kaggle = tmp_path / "kaggle" / "stanford_cars"
+    shutil.copytree(folder, kaggle)
+    for name in ("cars_train", "cars_test"):
+        (kaggle / name).rename(kaggle / "x")
+        (kaggle / name).mkdir()
+        (kaggle / "x").rename(kaggle / name / name)
+    (kaggle / "car_devkit").mkdir()
+    (kaggle / "devkit").rename(kaggle / "car_devkit" / "devkit")
+    full = tmp_path / "full" / "stanford_cars"
+    (full / "car_ims").mkdir(parents=True)
+    rows = [(split, p, c) for split in ("train", "test") for p, c in exp[split]]
+    table = np.zeros((1, len(rows)), dtype=[(f, "O") for f in ("relative_im_path", "class",
+                                                                "test")])
+    for j, (split, path, c) in enumerate(rows):
+        shutil.copy(path, full / "car_ims" / f"{j + 1:06d}.jpg")
+        table[0, j] = (np.array([f"car_ims/{j + 1:06d}.jpg"]), np.array([[c + 1]], np.uint8),
+                       np.array([[split == "test"]], np.uint8))
+    cell = np.empty((1, 196), dtype=object)
+    cell[0, :] = exp["names"]
+    scipy.io.savemat(full / "cars_annos.mat", {"annotations": table, "class_names": cell})
+
+    def pixels(path):
+        return np.asarray(Image.open(path)).tobytes()
+
+    for root in (kaggle.parent, full.parent, full):
+        assert finegrained_class_names("stanford_cars", root) == exp["names"]
+        for split in ("train", "test"):
+            got = read_stanford_cars(root, split)
+            assert [c for _, c in got] == [c for _, c in exp[split]]
+            assert [pixels(p) for p, _ in got] == [pixels(p) for p, _ in exp[split]]
+
+
 def test_cub_labels_follow_the_index_files(tmp_path):
     """Independent of the writer: CUB joins the three files on the image id."""
     folder = tmp_path / "CUB_200_2011"
