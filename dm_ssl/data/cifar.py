@@ -89,6 +89,11 @@ def _how_to_get(name: str, root: PathLike) -> str:
     folder = _layout(name).folder
     root = Path(root)
     target = root.parent if root.name == folder else root  # root given as the folder itself
+    archive = target / CIFAR_URLS[name].rsplit("/", 1)[1]
+    if archive.is_file():  # downloaded, not extracted yet
+        return (f"The archive {os.fspath(archive)} is there but not extracted: run "
+                f"`tar xzf {os.fspath(archive)} -C {os.fspath(target)}` (giving {folder}/), "
+                "then pass that directory as root.")
     return (f"Get the official python version from {CIFAR_URLS[name]} and extract it into "
             f"{os.fspath(target)!r} (giving {folder}/), then pass that directory (or the "
             f"{folder} folder itself) as root.")

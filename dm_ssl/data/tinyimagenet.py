@@ -10,7 +10,8 @@ Both return ``(image path, label)`` lists; the images are opened only when an it
   val/val_annotations.txt}``. The label of a class is the line of its wnid in ``wnids.txt``
   (0..199); training images are listed per class in that order, sorted by file name; the
   validation labels come from ``val_annotations.txt`` (``file<TAB>wnid<TAB>x0 y0 x1 y1``), in
-  its order. The official ``test/`` split has no labels and is not read. The boxes are not used.
+  its order (images in ``val/images/``, or already sorted into ``val/<wnid>/[images/]``).
+  The official ``test/`` split has no labels and is not read. The boxes are not used.
 - Image folders (ImageNet-1k as ``train/<class>/*.JPEG``, ``val/<class>/*.JPEG``, as after the
   usual ``valprep.sh``): classes are the sorted folder names of ``train/`` (torchvision's
   ``ImageFolder`` order), used for both splits; images are found recursively, sorted.
@@ -136,6 +137,18 @@ def _tiny_train(root: PathLike, folder: Path, wnids: list[str]) -> list[tuple[st
     return pairs
 
 
+def _val_image(folder: Path, official: Path, wnid: str) -> Path:
+    """Where a validation image is: ``val/images/`` as released, or in its class folder
+    (``val/<wnid>/images/`` or ``val/<wnid>/``), where common preparation scripts move it."""
+    if official.is_file():
+        return official
+    for moved in (folder / "val" / wnid / "images" / official.name,
+                  folder / "val" / wnid / official.name):
+        if moved.is_file():
+            return moved
+    return official
+
+
 def _tiny_val(root: PathLike, folder: Path, wnids: list[str]) -> list[tuple[str, int]]:
     path = folder / "val" / "val_annotations.txt"
     label_of = {w: i for i, w in enumerate(wnids)}
@@ -153,7 +166,7 @@ def _tiny_val(root: PathLike, folder: Path, wnids: list[str]) -> list[tuple[str,
         if name in seen:
             raise _damaged(root, path, lineno, f"{name} is annotated twice")
         seen.add(name)
-        pairs.append((os.fspath(images / name), label_of[wnid]))
+        pairs.append((os.fspath(_val_image(folder, images / name, wnid)), label_of[wnid]))
     if not pairs:
         raise _tiny_error(root, path, f"{path} lists no images")
     missing = [p for p, _ in pairs if not os.path.isfile(p)]

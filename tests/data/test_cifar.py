@@ -66,6 +66,13 @@ def test_missing_root_names_the_expected_file(tmp_path):
     _assert_helpful(info.value, tmp_path / "nowhere" / "cifar-100-python" / "train", "cifar100")
 
 
+def test_an_archive_not_extracted_is_named(tmp_path):
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(DatasetError, match=r"archive .*cifar-10-python.tar.gz is there but not "
+                                           r"extracted: run `tar xzf"):
+        load_cifar("cifar10", tmp_path, "train")
+
+
 def test_missing_batch_file(cifar10):
     root, exp = cifar10
     (exp["folder"] / "data_batch_3").unlink()

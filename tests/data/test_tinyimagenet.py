@@ -151,6 +151,21 @@ def test_tiny_words_missing_a_class(tiny):
         tinyimagenet_class_names(root)
 
 
+def test_validation_images_sorted_into_class_folders(tmp_path):
+    """Preparation scripts often move val/images/x.JPEG to val/<wnid>/images/ (or val/<wnid>/):
+    the same labels, read from there."""
+    files = write_tinyimagenet(tmp_path)
+    folder = files["folder"]
+    for k, (path, label) in enumerate(files["val"]):
+        target = folder / "val" / WNIDS[label] / ("images" if k % 2 else "")
+        target.mkdir(parents=True, exist_ok=True)
+        path.rename(target / path.name)
+    got = read_tinyimagenet(tmp_path, "val")
+    assert [c for _, c in got] == [c for _, c in files["val"]]
+    assert [Path(p).name for p, _ in got] == [p.name for p, _ in files["val"]]
+    assert all(Path(p).is_file() and Path(p).parent.name in ("images", *WNIDS) for p, _ in got)
+
+
 def test_reads_image_folder(tmp_path):
     files = write_image_folder(tmp_path)
     for split in ("train", "val"):  # macOS's AppleDouble files beside images copied from a Mac
