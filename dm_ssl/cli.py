@@ -885,7 +885,9 @@ def evaluate(checkpoint: str, data_dir: Optional[str] = None, device: Optional[s
     cfg = validate(load_config(str(cfg_path)))
     cfg.update(save_dir=str(ckpt.parent.parent), save_name=ckpt.parent.name, progress=False,
                # the checkpoint holds every weight: the ImageNet file need not be there now
-               use_pretrain=False, pretrained_path=None, pretrain_path="")
+               use_pretrain=False, pretrained_path=None, pretrain_path="",
+               # the training streams are never drawn: no copy of the training set on the device
+               augment_on="loader")
     if data_dir is not None:
         cfg["data_dir"] = data_dir
     if device is not None:

@@ -173,9 +173,9 @@ def test_tinyimagenet_on_the_device_is_decoded_once(tmp_path):
         device_stream(other, sampler, 3, torch.device("cpu"))
 
 
-def test_supervised_training_on_the_device_from_the_cli(tmp_path):
-    """supervised_mixup's training stream is a DeviceBatches (plain and repeated_aug), and
-    the run trains."""
+def test_supervised_training_on_the_device_from_the_cli(tmp_path, monkeypatch):
+    """supervised_mixup's training stream is a DeviceBatches (plain and repeated_aug), the
+    run trains, and evaluating it copies no training image to the device."""
     cfg = {"algorithm": "supervised_mixup", "dataset": "digits", "in_channels": 1,
            "net": "small_cnn", "num_train_iter": 4, "epoch": 1, "num_eval_iter": 2,
            "batch_size": 8, "eval_batch_size": 64, "num_workers": 0, "progress": False,
@@ -189,9 +189,14 @@ def test_supervised_training_on_the_device_from_the_cli(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k != "save_dir"}))
     assert cli.main(["train", "--config", str(path), "--save-dir", str(tmp_path / "a")]) == 0
-    results = json.loads((tmp_path / "a" / "supervised_mixup_digits" / "results.json")
-                         .read_text())
+    run = tmp_path / "a" / "supervised_mixup_digits"
+    results = json.loads((run / "results.json").read_text())
     assert results["status"] == "finished" and results["iterations"] == 4
+    import dm_ssl.data.device_data as dd
+
+    monkeypatch.setattr(dd, "device_images", lambda *a: pytest.fail("eval copied the set"))
+    assert cli.evaluate(str(run / "latest_model.pth"))["top1"] == pytest.approx(
+        results["final_acc"])
 
 
 @pytest.mark.parametrize("alg", ["fixmatch_dm", "flexmatch", "softmatch_dm"])
