@@ -189,6 +189,16 @@ def test_ablation_tables_carry_their_parameter_to_the_report_plot(tmp_path):
     paths = report.plot_params(rows, tmp_path / "plots")
     assert [p.name for p in paths] == ["eta_digits_eta_ablation.png"]
     assert paths[0].stat().st_size > 0
+    for name, share in (("st15", {"label_percent": 15}), ("st30", {"label_percent": 30}),
+                        ("sub", {"subset_percent": 50, "num_labels": 25000}),
+                        ("ssl", {"num_labels": 40})):        # runs of plain dm-ssl train
+        run = tmp_path / "plain" / name
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"dataset": "cub200", "net": "resnet50",
+                                                  "algorithm": "selftuning", **share}))
+    settings = {r.cell: r.setting for r in report.load_runs([tmp_path / "plain"])}
+    assert settings == {"st15": "cub200 15% labels resnet50", "st30": "cub200 30% labels resnet50",
+                        "sub": "cub200 50% subset resnet50", "ssl": "cub200 40 labels resnet50"}
 
 
 def test_figure_a1_table_sweeps_and_reports_the_mixed_accuracies(tmp_path, capsys, monkeypatch):

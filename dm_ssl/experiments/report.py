@@ -111,7 +111,7 @@ def load_runs(paths: Sequence[Path], metric: Optional[str] = None) -> List[RunRo
                   for k, label in exp.get("columns") or ()}
         rows.append(RunRow(
             path=run, table=exp.get("table", "-"), cell=exp.get("cell", run.name),
-            setting=exp.get("setting", record.get("dataset", "-")),
+            setting=exp.get("setting") or plain_setting(record),
             method=exp.get("method", record.get("algorithm", "-")),
             seed=record.get("seed"), status=status,
             metric=value, extras=extras,
@@ -119,6 +119,22 @@ def load_runs(paths: Sequence[Path], metric: Optional[str] = None) -> List[RunRo
             reason=results.get("reason"),
             param=tuple(exp["param"]) if exp.get("param") else None))
     return rows
+
+
+def plain_setting(record: Dict[str, Any]) -> str:
+    """The setting of a run ``dm-ssl train`` made outside a sweep, from its ``run.json``:
+    dataset, labeled share and net (``cub200 15% labels resnet50``), so runs that differ in
+    them are told apart."""
+    share = ""
+    for key, text in (("label_percent", "% labels"), ("subset_percent", "% subset")):
+        if isinstance(record.get(key), (int, float)):
+            share = f"{record[key]:g}{text}"
+            break
+    else:
+        if isinstance(record.get("num_labels"), int):
+            share = f"{record['num_labels']} labels"
+    parts = [record.get("dataset") or "-", share, record.get("net") or ""]
+    return " ".join(p for p in parts if p)
 
 
 def _percent(value: Any) -> Optional[float]:
