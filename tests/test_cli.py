@@ -512,3 +512,19 @@ def test_robustness_measures_read_the_centre_of_ten_crops():
     plain = torch.randn(2, 3, 4, 4)
     (x, _), = cli._views([{"x_lb": plain, "y_lb": torch.tensor([0, 0])}], "cpu")
     assert torch.equal(x, plain)
+
+
+def test_a_run_that_scores_zero_still_has_a_best_checkpoint(tmp_path, monkeypatch):
+    """semilearn keeps an evaluation only if it beats 0.0: a run scoring 0 % everywhere (a
+    broken first try, a tiny debug run) used to write no model_best.pth and report best_it 1.
+    The first evaluation is now the best so far."""
+    cfg = cli.validate({"algorithm": "supervised_mixup", "dataset": "digits", "in_channels": 1,
+                        "net": "small_cnn", "num_train_iter": 4, "epoch": 1, "num_eval_iter": 2,
+                        "batch_size": 8, "eval_batch_size": 64, "num_workers": 0,
+                        "progress": False, "device": "cpu", "save_dir": str(tmp_path)})
+    alg, _, run = cli.prepare_run(cfg)
+    real = alg.evaluate
+    monkeypatch.setattr(alg, "evaluate", lambda *a, **k: {**real(*a, **k), "eval/top-1-acc": 0.0})
+    alg.train()
+    assert (alg.best_eval_acc, alg.best_it) == (0.0, 1)       # the first evaluation, it 2
+    assert (run / "model_best.pth").is_file()

@@ -204,6 +204,10 @@ class DriverMixin:
             self.ema_model.to(memory_format=torch.channels_last)
         if self.distributed:
             self._wrap_distributed()
+        # semilearn starts at 0.0 and keeps a result only if it is higher: a run whose every
+        # evaluation scores 0 % would write no model_best.pth and report best_it 1. Below any
+        # accuracy, the first evaluation is the best so far (a resume restores the saved one).
+        self.best_eval_acc = -1.0
 
     def _wrap_distributed(self) -> None:
         """DDP around the model (torchrun / USB's distributed mode); one process per device.
