@@ -570,7 +570,15 @@ def prepare_run(cfg: Dict[str, Any], record: bool = True):
     logger.propagate = bool(cfg.get("verbose"))
     tb_log = TBLog(str(run_dir), "tensorboard",
                    use_tensorboard=record and bool(cfg["use_tensorboard"]) and _is_main(cfg))
-    alg = build_algorithm(cfg, dsets, tb_log, logger)
+    import contextlib
+    import io
+
+    # semilearn print()s while building (SoftMatch: its p_target tensor): into the log, so
+    # stdout keeps only dm-ssl's one JSON line
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        alg = build_algorithm(cfg, dsets, tb_log, logger)
+    for line in filter(None, printed.getvalue().splitlines()):
+        logger.info(line)
     return alg, info, run_dir
 
 

@@ -528,3 +528,25 @@ def test_a_run_that_scores_zero_still_has_a_best_checkpoint(tmp_path, monkeypatc
     alg.train()
     assert (alg.best_eval_acc, alg.best_it) == (0.0, 1)       # the first evaluation, it 2
     assert (run / "model_best.pth").is_file()
+
+
+def test_softmatch_checkpoints_evaluate_and_resume(tmp_path, capsys):
+    """SoftMatch's get_save_dict reads DistAlignHook.p_model, None on a freshly built model:
+    listing the keys to restore used to fail every eval and resume of softmatch(_dm). And
+    semilearn's print of its p_target stays off stdout (dm-ssl's one JSON line)."""
+    cfg = {"algorithm": "softmatch_dm", "dataset": "digits", "num_labels": 20, "in_channels": 1,
+           "net": "small_cnn", "num_train_iter": 2, "epoch": 1, "num_eval_iter": 2,
+           "batch_size": 4, "uratio": 2, "eval_batch_size": 64, "num_workers": 0,
+           "progress": False, "device": "cpu"}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    argv = ["train", "--config", str(path), "--save-dir", str(tmp_path / "runs")]
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and json.loads(out[0])["status"] == "finished"
+    run = tmp_path / "runs" / "softmatch_dm_digits"
+    assert cli.main(["eval", "--checkpoint", str(run / "latest_model.pth")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["iteration"] == 2
+    assert cli.main(argv + ["--set", "resume=true", "--set", "num_train_iter=4"]) == 0
+    assert json.loads((run / "results.json").read_text())["iterations"] == 4

@@ -388,7 +388,7 @@ class DriverMixin:
                                          f"({type(err).__name__}: {err})") from None
         if not isinstance(checkpoint, dict):
             raise CorruptCheckpointError(f"{load_path} is not a training checkpoint")
-        expected = set(self.get_save_dict()) - _OPTIONAL_KEYS
+        expected = self._save_keys(checkpoint) - _OPTIONAL_KEYS
         missing = sorted(expected - set(checkpoint))
         if missing:
             raise CheckpointError(
@@ -422,6 +422,23 @@ class DriverMixin:
             self.load_extra_state(key, checkpoint[key], load_path)
         self.print_fn(f"resumed from {load_path} at iteration {self.it}")
         return checkpoint
+
+    def _save_keys(self, checkpoint: Dict[str, Any]) -> set:
+        """The keys ``get_save_dict`` writes, listed on a freshly built algorithm. Some host
+        state exists only after the first step (SoftMatch's ``get_save_dict`` reads
+        ``DistAlignHook.p_model``, None until then, and so failed at every eval and resume):
+        a hook attribute that is None and saved in ``checkpoint`` gets a placeholder while the
+        keys are listed (the checkpoint's value replaces it when restored)."""
+        placed = [(hook, key) for hook in self.hooks_dict.values() for key in checkpoint
+                  if isinstance(key, str) and getattr(hook, key, False) is None]
+        for hook, key in placed:
+            setattr(hook, key, torch.zeros(0))
+        try:
+            return set(self.get_save_dict())
+        finally:
+            for hook, key in placed:
+                if torch.is_tensor(getattr(hook, key)) and not getattr(hook, key).numel():
+                    setattr(hook, key, None)
 
     def load_extra_state(self, key: str, value: Any, load_path: str) -> None:
         """Put back one extra entry of ``get_save_dict`` (host hook state, DM state).
