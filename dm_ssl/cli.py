@@ -695,9 +695,12 @@ def _fail(run_dir: Path, cfg: Dict[str, Any], info: Any, alg: Any, err: Exceptio
         _write_results(run_dir, cfg, info, status="failed", reason=reason, iterations=alg.it)
     except OSError:
         pass
+    if any(p.exists() for p in _checkpoints(run_dir / _CKPT)):
+        then = ("the checkpoints are kept: fix the cause, then resume with --set resume=true")
+    else:
+        then = "no checkpoint was written yet: fix the cause, then run the same command again"
     raise RunFailedError(f"{one_line(err)} (at iteration {alg.it}; results.json says failed, "
-                         "the checkpoints are kept: fix the cause, then resume with "
-                         "--set resume=true)") from err
+                         f"{then})") from err
 
 
 def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -770,6 +773,10 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
         raise
     except Exception as err:  # e.g. a damaged image met mid-epoch: failed, never "refused"
         _fail(run_dir, cfg, info, alg, err)
+    finally:  # a run that stops on an error ends its progress line: its message gets its own
+        bar = getattr(alg.hooks_dict.get("ProgressHook"), "bar", None)
+        if bar is not None:
+            bar.close()
     if alg.it < alg.num_train_iter:  # the loop ended early: never report success for it
         _write_results(run_dir, cfg, info, status="interrupted", iterations=alg.it,
                        num_train_iter=alg.num_train_iter)
@@ -951,6 +958,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     sw.add_argument("--retry-failed", action="store_true",
                     help="move failed runs aside (kept) and start them again")
+    sw.add_argument("--rerun-changed", action="store_true",
+                    help="runs made with another config than this sweep asks for (another "
+                         "--set, a changed table): move them aside (kept) and start them again")
     sw.add_argument("--data-dir", help="sets data_dir of every run")
     sw.add_argument("--device", help="sets device of every run (cpu, cuda)")
     sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -1001,6 +1011,19 @@ def sweep_command(args: argparse.Namespace) -> int:
                           overrides=overrides)
     except sw.SweepError as err:
         raise ConfigError(str(err)) from None
+    changed = {s.name: (s, c) for s in specs if (c := sw.config_changes(s))}
+    if changed and not args.rerun_changed:
+        shown = "; ".join(f"{name} ({', '.join(c[:3])}{', …' if len(c) > 3 else ''})"
+                          for name, (_, c) in list(changed.items())[:3])
+        raise ConfigError(
+            f"{len(changed)} run(s) under {Path(args.runs_dir) / table.name} were made with "
+            f"another config than this sweep asks for: {shown}"
+            f"{'; …' if len(changed) > 3 else ''}. They would be skipped or resumed and "
+            "reported as if they matched: use another --runs-dir, or --rerun-changed to move "
+            "them aside (kept) and start them again")
+    if changed and not args.dry_run:
+        for spec, _ in changed.values():
+            sw._retry(spec, "changed")
     steps = sw.plan(specs)
     counts: Dict[str, int] = {}
     for row in steps:
@@ -1034,6 +1057,10 @@ def sweep_command(args: argparse.Namespace) -> int:
         bad = [r for r in results if r["status"] != "finished"]
         print(f"{len(results) - len(bad)} runs finished, {len(bad)} not"
               + (f": {', '.join(r['run'] for r in bad)}" if bad else ""))
+        left = [row["run"] for row in steps if row["status"] == "failed"]
+        if left and not args.retry_failed:
+            print(f"{len(left)} failed run(s) left as they are: {', '.join(left)} "
+                  "(--retry-failed starts them again)")
         return 1 if bad else 0
     jobs = sw.run_submitit(specs, Path(args.runs_dir) / table.name / ".submitit",
                            cluster=args.cluster, gpus_per_run=args.gpus_per_run,
@@ -1059,7 +1086,8 @@ def report_command(args: argparse.Namespace) -> int:
     if not runs:
         raise ConfigError(f"no runs (run.json) under {', '.join(args.runs)}")
     cells, left_out = rp.aggregate(runs, table)
-    metric = args.metric or (table.metric if table else "the table's metric")
+    metric = args.metric or (table.metric if table else
+                             "each run's table metric; best_acc for runs outside a sweep")
     text = rp.render(cells, left_out, args.format, title=table.title if table else "",
                      metric=metric)
     if args.output:

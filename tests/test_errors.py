@@ -260,6 +260,10 @@ def test_a_damaged_image_mid_run_fails_the_run_in_one_line(tmp_path):
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "failed" and "cannot read image" in results["reason"]
     assert 0 <= results["iterations"] < 8 and f"iteration {results['iterations']}" in line
+    # what to do next depends on whether a checkpoint was written before the failure
+    has_ckpt = (run / "latest_model.pth").exists()
+    assert ("resume with --set resume=true" in line) == has_ckpt
+    assert ("run the same command again" in line) == (not has_ckpt)
 
 
 def test_nan_mid_run_fails_the_run_and_says_where(tmp_path):

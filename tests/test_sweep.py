@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytest.importorskip("semilearn")
 
@@ -196,7 +197,9 @@ def test_ablation_tables_carry_their_parameter_to_the_report_plot(tmp_path):
         run.mkdir(parents=True)
         (run / "run.json").write_text(json.dumps({"dataset": "cub200", "net": "resnet50",
                                                   "algorithm": "selftuning", **share}))
-    settings = {r.cell: r.setting for r in report.load_runs([tmp_path / "plain"])}
+    plain = report.load_runs([tmp_path / "plain"])
+    assert {r.cell: r.method for r in plain}["st15"] == "selftuning (st15)"   # one row each
+    settings = {r.cell: r.setting for r in plain}
     assert settings == {"st15": "cub200 15% labels resnet50", "st30": "cub200 30% labels resnet50",
                         "sub": "cub200 50% subset resnet50", "ssl": "cub200 40 labels resnet50"}
 
@@ -243,3 +246,29 @@ def test_eval_mixed_names_are_checked_before_training():
         "eval_mixed"] == "cutmix,mixup"
     learned = get_table("A1_digits_learned").cells[-1].config
     assert cli.validate({**learned, "seed": 0})["eval_mixed"] == "mixup,cutmix,samix"
+
+
+def test_a_sweep_refuses_runs_made_with_another_config(tmp_path, capsys, monkeypatch):
+    """The smoke sweep then the real one into the same --runs-dir: finished runs of the old
+    config would be skipped and reported as the new one. Refused naming the run and key;
+    --rerun-changed moves them aside (kept) and starts them again."""
+    specs = sweep.expand(get_table("digits_smoke"), tmp_path, seeds=[0], only="fixmatch",
+                         overrides={"num_train_iter": 6})
+    run = Path(specs[0].run_dir)
+    run.mkdir(parents=True)
+    saved = cli.validate({**specs[0].config, "num_train_iter": 4, "data_dir": "elsewhere"})
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    (run / "results.json").write_text(json.dumps({"status": "finished", "final_acc": 0.5}))
+    assert sweep.config_changes(specs[0]) == ["num_train_iter: 4 -> 6"]   # data_dir: runtime
+    same = sweep.expand(get_table("digits_smoke"), tmp_path, seeds=[0], only="fixmatch",
+                        overrides={"num_train_iter": 4})
+    assert sweep.config_changes(same[0]) == []
+    argv = ["sweep", "digits_smoke", "--runs-dir", str(tmp_path), "--seeds", "0", "--only",
+            "fixmatch", "--set", "num_train_iter=6"]
+    capsys.readouterr()
+    assert cli.main(argv + ["--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "fixmatch_s0 (num_train_iter: 4 -> 6)" in err and "--rerun-changed" in err
+    monkeypatch.setattr(sweep, "run_local", lambda specs, **kw: [])
+    assert cli.main(argv + ["--rerun-changed"]) == 0
+    assert not run.exists() and len(list(run.parent.glob("fixmatch_s0.changed-*"))) == 1

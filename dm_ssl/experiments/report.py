@@ -112,7 +112,8 @@ def load_runs(paths: Sequence[Path], metric: Optional[str] = None) -> List[RunRo
         rows.append(RunRow(
             path=run, table=exp.get("table", "-"), cell=exp.get("cell", run.name),
             setting=exp.get("setting") or plain_setting(record),
-            method=exp.get("method", record.get("algorithm", "-")),
+            # a plain train run is its own row: its folder's name tells it apart
+            method=exp.get("method") or f"{record.get('algorithm', '-')} ({run.name})",
             seed=record.get("seed"), status=status,
             metric=value, extras=extras,
             reference=exp.get("reference"), iterations=results.get("iterations"),
@@ -202,8 +203,8 @@ def render(cells: Sequence[CellRow], left_out: Sequence[RunRow], fmt: str = "md"
         return buf.getvalue()
     out = []
     if fmt == "md":
-        if title:
-            out.append(f"**{title}** — top-1 % ({metric}), mean ± std over finished seeds\n")
+        out.append(f"**{title or 'runs'}** — top-1 % ({metric}), mean ± std over finished "
+                   "seeds\n")
         out.append("| setting | method | n | top-1 (%) | reference | diff |"
                    + "".join(f" {label} |" for label in labels))
         out.append("|---|---|---|---|---|---|" + "---|" * len(labels))

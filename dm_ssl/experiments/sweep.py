@@ -288,12 +288,37 @@ def plan(specs: Sequence[RunSpec]) -> List[Dict[str, str]]:
              "action": ACTIONS[st]} for s in specs]
 
 
-def _retry(spec: RunSpec) -> None:
-    """Move a failed run aside (never deleted) so that it starts again."""
+def _retry(spec: RunSpec, why: str = "failed") -> None:
+    """Move a failed (or ``changed``) run aside (never deleted) so that it starts again."""
     run = Path(spec.run_dir)
-    target = run.with_name(f"{run.name}.failed-{time.strftime('%Y%m%d-%H%M%S')}")
+    target = run.with_name(f"{run.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
     shutil.move(str(run), str(target))
-    print(f"dm-ssl sweep: moved the failed run {run} to {target}", file=sys.stderr)
+    print(f"dm-ssl sweep: moved the {why} run {run} to {target}", file=sys.stderr)
+
+
+#: keys where a run may differ from the sweep's request: where it runs, not what it computes
+RUNTIME_KEYS = ("save_dir", "save_name", "data_dir", "device", "progress", "verbose",
+                "num_workers", "resume", "load_path", "experiment")
+
+
+def config_changes(spec: RunSpec) -> List[str]:
+    """How the run already in ``spec.run_dir`` differs from what the sweep asks for now (its
+    ``config.yaml`` against the cell's config with this sweep's ``--set`` / ``--seeds``), as
+    ``key: old -> new``; empty for a new run or the same config. Runtime keys
+    (:data:`RUNTIME_KEYS`) are not compared."""
+    from dm_ssl import cli
+
+    path = Path(spec.run_dir) / "config.yaml"
+    if not path.is_file():
+        return []
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+        wanted = cli.validate(dict(spec.config))
+    except (OSError, yaml.YAMLError, cli.ConfigError):
+        return []  # unreadable record: the run's own resume checks still guard it
+    saved, wanted = cli._absolute_paths(saved), cli._absolute_paths(wanted)
+    return [f"{k}: {saved[k]!r} -> {wanted[k]!r}" for k in spec.config
+            if k not in RUNTIME_KEYS and k in saved and saved[k] != wanted.get(k)]
 
 
 def _visible_gpus() -> List[str]:
