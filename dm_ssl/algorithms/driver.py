@@ -435,10 +435,9 @@ class DriverMixin:
             setattr(hook, key, torch.zeros(0))
         try:
             return set(self.get_save_dict())
-        finally:
+        finally:  # get_save_dict only reads the hooks: put the None back
             for hook, key in placed:
-                if torch.is_tensor(getattr(hook, key)) and not getattr(hook, key).numel():
-                    setattr(hook, key, None)
+                setattr(hook, key, None)
 
     def load_extra_state(self, key: str, value: Any, load_path: str) -> None:
         """Put back one extra entry of ``get_save_dict`` (host hook state, DM state).

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from .errors import DatasetError
 
@@ -137,16 +137,15 @@ def _tiny_train(root: PathLike, folder: Path, wnids: list[str]) -> list[tuple[st
     return pairs
 
 
-def _val_image(folder: Path, official: Path, wnid: str) -> Path:
+def _val_image(folder: Path, official: Path, wnid: str) -> Optional[Path]:
     """Where a validation image is: ``val/images/`` as released, or in its class folder
-    (``val/<wnid>/images/`` or ``val/<wnid>/``), where common preparation scripts move it."""
-    if official.is_file():
-        return official
-    for moved in (folder / "val" / wnid / "images" / official.name,
+    (``val/<wnid>/images/`` or ``val/<wnid>/``), where common preparation scripts move it;
+    None when it is in none of them."""
+    for place in (official, folder / "val" / wnid / "images" / official.name,
                   folder / "val" / wnid / official.name):
-        if moved.is_file():
-            return moved
-    return official
+        if place.is_file():
+            return place
+    return None
 
 
 def _tiny_val(root: PathLike, folder: Path, wnids: list[str]) -> list[tuple[str, int]]:
@@ -154,6 +153,7 @@ def _tiny_val(root: PathLike, folder: Path, wnids: list[str]) -> list[tuple[str,
     label_of = {w: i for i, w in enumerate(wnids)}
     images = folder / "val" / "images"
     pairs: list[tuple[str, int]] = []
+    missing: list[str] = []
     seen: set[str] = set()
     for lineno, line in _read_lines(root, path):
         parts = line.split("\t")
@@ -166,10 +166,12 @@ def _tiny_val(root: PathLike, folder: Path, wnids: list[str]) -> list[tuple[str,
         if name in seen:
             raise _damaged(root, path, lineno, f"{name} is annotated twice")
         seen.add(name)
-        pairs.append((os.fspath(_val_image(folder, images / name, wnid)), label_of[wnid]))
+        found = _val_image(folder, images / name, wnid)
+        if found is None:
+            missing.append(os.fspath(images / name))
+        pairs.append((os.fspath(found or images / name), label_of[wnid]))
     if not pairs:
         raise _tiny_error(root, path, f"{path} lists no images")
-    missing = [p for p, _ in pairs if not os.path.isfile(p)]
     if missing:
         raise _tiny_error(root, Path(missing[0]), f"missing image {missing[0]} (listed in "
                                                   f"{path}; {len(missing)} of the {len(pairs)} "
