@@ -60,11 +60,12 @@ def recorder():
 
 
 def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    from dm_ssl import cli
+    from dm_ssl.config import validate
+    from dm_ssl.run import prepare_run, set_seed
 
-    cfg = cli.validate(cfg)
-    cli.set_seed(cfg["seed"])
-    alg, _, run_dir = cli.prepare_run(cfg)
+    cfg = validate(cfg)
+    set_seed(cfg["seed"])
+    alg, _, run_dir = prepare_run(cfg)
     alg.register_hook(recorder(), "DemoRecorder", "LOWEST")
     alg.train()
     final = alg.evaluate("eval")["eval/top-1-acc"]

@@ -34,16 +34,17 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=20)
     ap.add_argument("--out", default=None, help="default: runs/ll-gradients-<date>-<time>")
     args = ap.parse_args()
-    from dm_ssl import cli
+    from dm_ssl.config import validate
+    from dm_ssl.run import prepare_run, set_seed
 
     cfg = colour_config(base_config(args.iters, args.num_labels),
                         ensure_colour_digits(args.colour), args.img_size)
     cfg.update(algorithm="fixmatch_dm", dm_w_ll=1.0, seed=args.seed, num_eval_iter=args.iters,
                save_dir=args.out or time.strftime("runs/ll-gradients-%Y%m%d-%H%M%S"),
                save_name=f"s{args.seed}")
-    cfg = cli.validate(cfg)
-    cli.set_seed(cfg["seed"])
-    alg, _, _ = cli.prepare_run(cfg)
+    cfg = validate(cfg)
+    set_seed(cfg["seed"])
+    alg, _, _ = prepare_run(cfg)
     real_step = alg.train_step
     print("step  sup_loss  w_ll*L_ll  |grad sup|  |grad L_ll|  cosine")
 

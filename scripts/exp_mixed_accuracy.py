@@ -48,17 +48,19 @@ def base_config(iters: int) -> Dict[str, Any]:
 
 
 def run_one(cfg: Dict[str, Any], own: bool = False) -> Dict[str, Any]:
-    from dm_ssl import cli
+    from dm_ssl.config import validate
+    from dm_ssl.evaluation.run_metrics import robustness
+    from dm_ssl.run import prepare_run, set_seed
 
-    cfg = cli.validate(cfg)
-    cli.set_seed(cfg["seed"])
-    alg, info, _ = cli.prepare_run(cfg)
+    cfg = validate(cfg)
+    set_seed(cfg["seed"])
+    alg, info, _ = prepare_run(cfg)
     alg.train()
     # the EMA weights, as USB evaluates (evaluate() and robustness() both apply them)
     out = {"clean": alg.evaluate("eval")["eval/top-1-acc"] * 100}
 
     def percent(name: str) -> dict:  # robustness() gives fractions, the tables percent
-        scores = cli.robustness(alg, info, None, False, name)[f"mixed_{name}"]
+        scores = robustness(alg, info, None, False, name)[f"mixed_{name}"]
         return {k: 100 * v for k, v in scores.items()}
 
     for mixer in EVAL_MIXERS:

@@ -9,6 +9,16 @@ import yaml
 pytest.importorskip("semilearn")
 
 from dm_ssl import cli  # noqa: E402
+from dm_ssl.config import (  # noqa: E402
+    ConfigError,
+    apply_overrides,
+    check_device,
+    load_config,
+    shorten_schedule,
+    validate,
+)
+from dm_ssl.evaluation.run_metrics import eval_views  # noqa: E402
+from dm_ssl.run import prepare_run, train  # noqa: E402
 
 from .data.cifar_files import write_cifar10  # noqa: E402
 
@@ -25,7 +35,7 @@ def _sets(*pairs):
 def test_every_shipped_config_validates():
     assert len(CONFIGS) == 72
     for path in CONFIGS:
-        cfg = cli.validate(cli.load_config(str(path)))
+        cfg = validate(load_config(str(path)))
         assert cfg["num_labels"] in (40, 250, 4000, 400, 2500, 10000)
         if cfg["algorithm"].endswith("_dm"):
             assert cfg["dm_eta"] == 1.0 and cfg["dm_scale"] == "pow"
@@ -46,14 +56,14 @@ def test_unknown_key_and_bad_values_are_clear_errors(tmp_path, capsys):
     assert "'subset_percent' must be in (0, 100]" in capsys.readouterr().err
     assert cli.main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
-    with pytest.raises(cli.ConfigError, match="resume"):
-        cli.train(cli.apply_overrides(cli.load_config(str(cfg)), ["resume=true"]))
+    with pytest.raises(ConfigError, match="resume"):
+        train(apply_overrides(load_config(str(cfg)), ["resume=true"]))
 
 
 def test_set_values_are_typed():
-    cfg = cli.apply_overrides({}, ["a=1", "b=0.5", "c=true", "d=cutmix", "e=3e-2", "f=null"])
+    cfg = apply_overrides({}, ["a=1", "b=0.5", "c=true", "d=cutmix", "e=3e-2", "f=null"])
     assert cfg == {"a": 1, "b": 0.5, "c": True, "d": "cutmix", "e": "3e-2", "f": None}
-    assert cli.validate({"algorithm": "fixmatch", "lr": "3e-2"})["lr"] == pytest.approx(0.03)
+    assert validate({"algorithm": "fixmatch", "lr": "3e-2"})["lr"] == pytest.approx(0.03)
 
 
 def test_train_resume_refuse_and_eval_on_cifar_layout(tmp_path, capsys):
@@ -133,7 +143,7 @@ def test_every_supervised_config_validates_and_one_runs(tmp_path):
     assert len(configs) == 202
     learned = 0
     for path in configs:
-        cfg = cli.validate(cli.load_config(str(path)))
+        cfg = validate(load_config(str(path)))
         assert cfg["num_train_iter"] % cfg["epoch"] == 0
         if cfg["mix_mixers"] in ("automix", "samix"):  # OpenMixup's settings (spec §5.1)
             learned += 1
@@ -168,7 +178,7 @@ def test_imagenet_recipes_run_from_their_configs(tmp_path, recipe):
 
     write_image_folder(tmp_path / "data", per_class=6, val_per_class=2, size=48)
     path = CONFIGS[0].parents[2] / "supervised" / "imagenet" / f"{recipe}.yaml"
-    shipped = cli.validate(cli.load_config(str(path)))
+    shipped = validate(load_config(str(path)))
     small = ["net=timm/test_resnet", "num_classes=3", "img_size=32", "num_train_iter=4",
              "epoch=2", "num_warmup_iter=1", "num_eval_iter=2", "batch_size=6",
              "eval_batch_size=8", "num_workers=0", "progress=false"]
@@ -200,7 +210,7 @@ def test_table_a5_transformer_configs_with_learned_mixers_run(tmp_path, recipe, 
 
     write_image_folder(tmp_path / "data", per_class=6, val_per_class=2, size=48)
     path = CONFIGS[0].parents[2] / "supervised" / "imagenet" / f"{recipe}.yaml"
-    shipped = cli.validate(cli.load_config(str(path)))
+    shipped = validate(load_config(str(path)))
     assert shipped["mix_options"][shipped["mix_mixers"]]["switch_off"] == 0.8
     small = [f"net={net}", f"net_options={options}", "num_classes=3", "img_size=32",
              "num_train_iter=4", "epoch=2", "num_warmup_iter=1", "num_eval_iter=2",
@@ -215,11 +225,11 @@ def test_table_a5_transformer_configs_with_learned_mixers_run(tmp_path, recipe, 
 
 
 def test_recipe_keys_are_refused_where_they_would_be_ignored():
-    with pytest.raises(cli.ConfigError, match="auto_augment"):
-        cli.validate({"algorithm": "fixmatch", "dataset": "cifar10",
+    with pytest.raises(ConfigError, match="auto_augment"):
+        validate({"algorithm": "fixmatch", "dataset": "cifar10",
                       "auto_augment": "rand-m9-mstd0.5-inc1"})
-    with pytest.raises(cli.ConfigError, match="net_options"):
-        cli.validate({"algorithm": "supervised_mixup", "dataset": "cifar10", "net_options": 3})
+    with pytest.raises(ConfigError, match="net_options"):
+        validate({"algorithm": "supervised_mixup", "dataset": "cifar10", "net_options": 3})
 
 
 @pytest.mark.parametrize("setting,key", [
@@ -244,11 +254,11 @@ def test_a_missing_cuda_device_is_named():
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
     config = ROOT / "configs" / "ssl" / "cifar10" / "fixmatch_dm_cifar10_40.yaml"
-    with pytest.raises(cli.ConfigError, match="device 'cuda' is not available.*no CUDA"):
-        cli.validate({**cli.load_config(str(config)), "device": "cuda"})
-    with pytest.raises(cli.ConfigError, match="--device 'cuda:1'"):
-        cli.check_device("cuda:1", "--device")
-    cli.check_device("cpu", "device")
+    with pytest.raises(ConfigError, match="device 'cuda' is not available.*no CUDA"):
+        validate({**load_config(str(config)), "device": "cuda"})
+    with pytest.raises(ConfigError, match="--device 'cuda:1'"):
+        check_device("cuda:1", "--device")
+    check_device("cpu", "device")
 
 
 def test_a_non_finite_loss_stops_the_run_and_says_so(tmp_path, capsys):
@@ -429,7 +439,7 @@ def test_a_run_is_quiet_on_the_terminal_and_verbose_on_request(tmp_path, capsys)
     again = capsys.readouterr()
     assert again.err.count("\n") == 1 and again.out == ""
     assert again.err.startswith("dm-ssl: error:") and "resume=true" in again.err
-    with pytest.raises(cli.ConfigError, match="resume=true"):
+    with pytest.raises(ConfigError, match="resume=true"):
         cli.main(argv + ["--debug"])
 
 
@@ -456,10 +466,10 @@ def test_a_shortened_run_fits_epoch_and_intervals_and_says_so(tmp_path, capsys):
                      *_sets("num_train_iter=6", "epoch=4", *tiny)]) == 2
     assert "'epoch' (4) must divide" in capsys.readouterr().err
     # a schedule that already fits is left alone, without a note
-    out, note = cli.shorten_schedule({"num_train_iter": 100, "epoch": 1}, {"num_train_iter": 50,
+    out, note = shorten_schedule({"num_train_iter": 100, "epoch": 1}, {"num_train_iter": 50,
                                      "epoch": 1, "num_eval_iter": 10}, {"num_train_iter"})
     assert note is None and out["epoch"] == 1
-    out, _ = cli.shorten_schedule({"num_train_iter": 10240, "epoch": 10},
+    out, _ = shorten_schedule({"num_train_iter": 10240, "epoch": 10},
                                   {"num_train_iter": 3072, "epoch": 10}, {"num_train_iter"})
     assert out["epoch"] == 3                        # 1024 iterations per epoch, as the file
 
@@ -512,10 +522,10 @@ def test_robustness_measures_read_the_centre_of_ten_crops():
     import torch
 
     crops = torch.arange(10.0).view(1, 10, 1, 1, 1).expand(2, 10, 3, 4, 4)
-    (x, y), = cli._views([{"x_lb": crops, "y_lb": torch.tensor([1, 2])}], "cpu")
+    (x, y), = eval_views([{"x_lb": crops, "y_lb": torch.tensor([1, 2])}], "cpu")
     assert x.shape == (2, 3, 4, 4) and (x == 4).all() and y.tolist() == [1, 2]
     plain = torch.randn(2, 3, 4, 4)
-    (x, _), = cli._views([{"x_lb": plain, "y_lb": torch.tensor([0, 0])}], "cpu")
+    (x, _), = eval_views([{"x_lb": plain, "y_lb": torch.tensor([0, 0])}], "cpu")
     assert torch.equal(x, plain)
 
 
@@ -523,11 +533,11 @@ def test_a_run_that_scores_zero_still_has_a_best_checkpoint(tmp_path, monkeypatc
     """semilearn keeps an evaluation only if it beats 0.0: a run scoring 0 % everywhere (a
     broken first try, a tiny debug run) used to write no model_best.pth and report best_it 1.
     The first evaluation is now the best so far."""
-    cfg = cli.validate({"algorithm": "supervised_mixup", "dataset": "digits", "in_channels": 1,
+    cfg = validate({"algorithm": "supervised_mixup", "dataset": "digits", "in_channels": 1,
                         "net": "small_cnn", "num_train_iter": 4, "epoch": 1, "num_eval_iter": 2,
                         "batch_size": 8, "eval_batch_size": 64, "num_workers": 0,
                         "progress": False, "device": "cpu", "save_dir": str(tmp_path)})
-    alg, _, run = cli.prepare_run(cfg)
+    alg, _, run = prepare_run(cfg)
     real = alg.evaluate
     monkeypatch.setattr(alg, "evaluate", lambda *a, **k: {**real(*a, **k), "eval/top-1-acc": 0.0})
     alg.train()

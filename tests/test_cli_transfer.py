@@ -10,6 +10,7 @@ import torchvision
 pytest.importorskip("semilearn")
 
 from dm_ssl import cli  # noqa: E402
+from dm_ssl.config import ConfigError, load_config, validate  # noqa: E402
 
 from .data.finegrained_files import write_cub  # noqa: E402
 
@@ -32,7 +33,7 @@ def cub(tmp_path_factory):
 def test_every_transfer_config_validates():
     assert len(CONFIGS) == 72
     for path in CONFIGS:
-        cfg = cli.validate(cli.load_config(str(path)))
+        cfg = validate(load_config(str(path)))
         assert cfg["num_train_iter"] == 27000 and cfg["batch_size"] == 24
         assert cfg["label_percent"] in (15, 30, 50) and cfg["lr"] == 0.001
         assert cfg["ten_crop"]  # the official numbers are 10-crop
@@ -46,12 +47,12 @@ def test_every_transfer_config_validates():
 
 def test_finegrained_transform_keys_are_checked():
     base = {"algorithm": "fixmatch", "dataset": "cifar10"}
-    with pytest.raises(cli.ConfigError, match="randaugment_views"):
-        cli.validate({**base, "randaugment_views": "all"})
-    with pytest.raises(cli.ConfigError, match="randaugment_n"):
-        cli.validate({**base, "dataset": "cub200", "label_percent": 15, "randaugment_n": -1})
-    with pytest.raises(cli.ConfigError, match="randaugment_views"):
-        cli.validate({**base, "dataset": "cub200", "label_percent": 15,
+    with pytest.raises(ConfigError, match="randaugment_views"):
+        validate({**base, "randaugment_views": "all"})
+    with pytest.raises(ConfigError, match="randaugment_n"):
+        validate({**base, "dataset": "cub200", "label_percent": 15, "randaugment_n": -1})
+    with pytest.raises(ConfigError, match="randaugment_views"):
+        validate({**base, "dataset": "cub200", "label_percent": 15,
                       "randaugment_views": "weak"})
 
 

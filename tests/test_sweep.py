@@ -14,8 +14,10 @@ import yaml
 pytest.importorskip("semilearn")
 
 from dm_ssl import cli, records  # noqa: E402
+from dm_ssl.config import ConfigError, validate  # noqa: E402
 from dm_ssl.experiments import report, sweep  # noqa: E402
 from dm_ssl.experiments.tables import TABLES, get_table  # noqa: E402
+from dm_ssl.run import evaluate  # noqa: E402
 
 LONG = ["--set", "num_train_iter=80", "--set", "num_eval_iter=50", "--set", "num_log_iter=5"]
 
@@ -220,7 +222,7 @@ def test_figure_a1_table_sweeps_and_reports_the_mixed_accuracies(tmp_path, capsy
     assert res["status"] == "finished"
     # the end-of-training numbers are dm-ssl eval --mixed's on the final checkpoint
     for mixer in ("mixup", "cutmix"):
-        ev = cli.evaluate(str(run / "latest_model.pth"), mixed=mixer)[f"mixed_{mixer}"]
+        ev = evaluate(str(run / "latest_model.pth"), mixed=mixer)[f"mixed_{mixer}"]
         assert res[f"mixed_{mixer}_top1"] == pytest.approx(ev["top1"])   # one unit: fractions
         assert res[f"mixed_{mixer}_top2"] == pytest.approx(ev["top2"])
         assert 0 <= res[f"mixed_{mixer}_top2"] <= res[f"mixed_{mixer}_top1"] <= 1
@@ -238,14 +240,14 @@ def test_figure_a1_table_sweeps_and_reports_the_mixed_accuracies(tmp_path, capsy
 
 def test_eval_mixed_names_are_checked_before_training():
     base = {**get_table("A1_digits").cells[1].config, "seed": 0, "save_dir": "/nonexistent"}
-    with pytest.raises(cli.ConfigError, match="'eval_mixed'.*unknown mixer.*mixupp"):
-        cli.validate({**base, "eval_mixed": "mixup,mixupp"})
-    with pytest.raises(cli.ConfigError, match="'eval_mixed'.*automix is a learned mixer"):
-        cli.validate({**base, "eval_mixed": "automix"})
-    assert cli.validate({**base, "eval_mixed": ["cutmix", "mixup", "cutmix"]})[
+    with pytest.raises(ConfigError, match="'eval_mixed'.*unknown mixer.*mixupp"):
+        validate({**base, "eval_mixed": "mixup,mixupp"})
+    with pytest.raises(ConfigError, match="'eval_mixed'.*automix is a learned mixer"):
+        validate({**base, "eval_mixed": "automix"})
+    assert validate({**base, "eval_mixed": ["cutmix", "mixup", "cutmix"]})[
         "eval_mixed"] == "cutmix,mixup"
     learned = get_table("A1_digits_learned").cells[-1].config
-    assert cli.validate({**learned, "seed": 0})["eval_mixed"] == "mixup,cutmix,samix"
+    assert validate({**learned, "seed": 0})["eval_mixed"] == "mixup,cutmix,samix"
 
 
 def test_a_sweep_refuses_runs_made_with_another_config(tmp_path, capsys, monkeypatch):
@@ -256,7 +258,7 @@ def test_a_sweep_refuses_runs_made_with_another_config(tmp_path, capsys, monkeyp
                          overrides={"num_train_iter": 6})
     run = Path(specs[0].run_dir)
     run.mkdir(parents=True)
-    saved = cli.validate({**specs[0].config, "num_train_iter": 4, "data_dir": "elsewhere"})
+    saved = validate({**specs[0].config, "num_train_iter": 4, "data_dir": "elsewhere"})
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     (run / "results.json").write_text(json.dumps({"status": "finished", "final_acc": 0.5}))
     assert sweep.config_changes(specs[0]) == ["num_train_iter: 4 -> 6"]   # data_dir: runtime

@@ -9,13 +9,14 @@
 - split: :func:`ssl_split` (index-identical to semilearn 0.3.2), :func:`get_or_create_split`
   (saved in the run directory, checked on reuse), :func:`class_balanced_subset`;
 - transforms: :func:`weak_transform`, :func:`strong_transform`, :func:`eval_transform`;
-- :func:`build_ssl_datasets` and the :data:`DATASETS` registry;
+- the dataset registry :data:`DATASETS` (``dm_ssl.data.registry``: one entry per dataset,
+  its protocols, readers and statistics; :func:`get_dataset`, :func:`dataset_names`);
+- :func:`build_ssl_datasets`;
 - fine-grained SSL transfer (CUB-200-2011, Stanford Cars, FGVC-Aircraft at 15/30/50 % labels):
   :func:`build_finegrained_ssl_datasets`, the readers :func:`read_finegrained` /
   :func:`read_cub200` / :func:`read_stanford_cars` / :func:`read_fgvc_aircraft`, the labeled
-  lists :func:`get_or_create_labeled_subset` and the :data:`FINEGRAINED_DATASETS` table
-  (``dm_ssl.data.finegrained``), and Self-Tuning's transforms
-  :func:`finegrained_train_transform` / :func:`finegrained_eval_transform`.
+  lists :func:`get_or_create_labeled_subset` (``dm_ssl.data.finegrained``), and Self-Tuning's
+  transforms :func:`finegrained_train_transform` / :func:`finegrained_eval_transform`.
 
 - supervised / data-efficient mixup training (CIFAR, Tiny-ImageNet-200, ImageNet folders):
   :func:`build_supervised_datasets` (``dm_ssl.data.supervised``) and the readers
@@ -41,7 +42,20 @@ from .finegrained_transforms import (
     finegrained_eval_transform,
     finegrained_train_transform,
 )
-from .registry import DATASETS, DatasetInfo, DatasetSpec, get_dataset_spec
+from .images import load_rgb
+from .info import DatasetInfo
+from .registry import (
+    DATASETS,
+    SUPERVISED_ALGORITHMS,
+    Dataset,
+    DatasetSpec,
+    FineGrainedSpec,
+    SupervisedSpec,
+    get_dataset,
+    get_dataset_spec,
+    is_supervised,
+)
+from .registry import names as dataset_names
 from .split import (
     SPLIT_FILENAME,
     class_balanced_subset,
@@ -72,13 +86,13 @@ from .transforms import (
 
 _LAZY = {"build_ssl_datasets": "datasets", "IndexedDataset": "datasets"}
 _LAZY.update(dict.fromkeys((
-    "FINEGRAINED_DATASETS", "FineGrainedDataset", "FineGrainedSpec",
+    "FineGrainedDataset",
     "build_finegrained_ssl_datasets", "finegrained_class_names", "finegrained_dir",
-    "get_finegrained_spec", "get_or_create_labeled_subset", "labeled_list_path", "load_rgb",
+    "get_finegrained_spec", "get_or_create_labeled_subset", "labeled_list_path",
     "read_cub200", "read_fgvc_aircraft", "read_finegrained", "read_image_list",
     "read_stanford_cars"), "finegrained"))
 _LAZY.update(dict.fromkeys((
-    "SUPERVISED_DATASETS", "SupervisedSpec", "build_supervised_datasets",
+    "build_supervised_datasets",
     "get_or_create_subset", "get_supervised_spec", "subset_path", "supervised_transforms"),
     "supervised"))
 
@@ -91,21 +105,23 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "CIFAR_URLS", "DATASETS", "DIGITS_MEAN", "DIGITS_STD", "MEAN", "SPLIT_FILENAME", "STD",
+    "CIFAR_URLS", "DATASETS", "SUPERVISED_ALGORITHMS", "Dataset", "SupervisedSpec",
+    "dataset_names", "get_dataset", "is_supervised", "DIGITS_MEAN", "DIGITS_STD", "MEAN",
+    "SPLIT_FILENAME", "STD",
     "DatasetError", "DatasetInfo", "DatasetSpec", "IndexedDataset", "ModeSafeRandAugment",
     "build_ssl_datasets", "cifar_class_names", "cifar_dir", "class_balanced_subset",
     "digits_class_names", "eval_transform", "get_dataset_spec", "get_or_create_split",
     "labels_fingerprint", "load_cifar", "load_digits_split", "load_split", "save_split",
     "split_meta", "ssl_split", "strong_transform", "weak_transform",
     # fine-grained SSL transfer
-    "FINEGRAINED_DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "FineGrainedDataset",
+    "IMAGENET_MEAN", "IMAGENET_STD", "FineGrainedDataset",
     "FineGrainedSpec", "StackCrops", "build_finegrained_ssl_datasets", "finegrained_class_names",
     "finegrained_dir", "finegrained_eval_transform", "finegrained_train_transform",
     "get_finegrained_spec", "get_or_create_labeled_subset", "labeled_list_path", "load_rgb",
     "read_cub200", "read_fgvc_aircraft", "read_finegrained", "read_image_list",
     "read_stanford_cars",
     # supervised / data-efficient training
-    "SUPERVISED_DATASETS", "TINYIMAGENET_URL", "SupervisedSpec", "build_supervised_datasets",
+    "TINYIMAGENET_URL", "build_supervised_datasets",
     "get_or_create_subset", "get_supervised_spec", "image_folder_classes", "read_image_folder",
     "read_tinyimagenet", "subset_path", "supervised_transforms", "tinyimagenet_class_names",
     "tinyimagenet_dir", "tinyimagenet_wnids",

@@ -23,14 +23,14 @@ from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 from torch.utils.data import Dataset
 
 from .device_data import DeviceAugmentSpec
-from .registry import DatasetInfo, get_dataset_spec
+from .info import DatasetInfo
+from .registry import get_dataset_spec, is_supervised
 from .split import SPLIT_FILENAME, get_or_create_split
 from .transforms import USB_CROP_RATIO, eval_transform, strong_transform, weak_transform
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 # semilearn's cifar.py trains these on the whole training set (labels and all).
-_FULLY_SUPERVISED = ("fullysupervised", "supervised")
 
 
 class IndexedDataset(BasicDataset):
@@ -92,7 +92,7 @@ def build_ssl_datasets(dataset: str, root: Optional[PathLike], num_labels: int, 
                                           spec.num_classes, seed,
                                           include_lb_to_ulb=include_lb_to_ulb,
                                           filename=split_filename)
-    if algorithm in _FULLY_SUPERVISED:
+    if is_supervised(algorithm):  # every training label is used
         lb_idx = np.arange(len(labels))
 
     channels = images.shape[-1]

@@ -134,7 +134,7 @@ def decode_images(paths: Sequence[str], size: int, workers: Optional[int] = None
     grey and CMYK files are converted), decoded by ``workers`` threads (default: the CPUs, at
     most 16). A file of another size is refused naming it: the device path crops without
     resizing."""
-    from .finegrained import load_rgb  # PIL; opens with the loader's own error messages
+    from .images import load_rgb  # PIL; opens with the loader's own error messages
 
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
 

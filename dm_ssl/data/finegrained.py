@@ -43,32 +43,36 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
 from .datasets import IndexedDataset
 from .errors import DatasetError
+from .finegrained_readers import (
+    BadFile,
+    FineGrainedSpec,
+    call_reader,
+    read_lines,
+    read_split,
+)
 from .finegrained_transforms import (
     CROP,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     RANDAUGMENT,
     RESIZE,
     finegrained_eval_transform,
     finegrained_train_transform,
 )
-from .registry import DatasetInfo
+from .images import load_rgb
+from .info import DatasetInfo
+from .registry import get_dataset
 from .split import _atomic_write_text, class_balanced_subset, labels_fingerprint
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-SPLITS = ("train", "test")
 RA_VIEWS = ("strong", "all")  # which training views get RandAugment
 LIST_FORMAT = "dm_ssl.labeled_list/1"
 _META_SUFFIX = ".meta.json"
@@ -79,319 +83,10 @@ _META_SUFFIX = ".meta.json"
 _LB_STRONG_VIEW = ("selftuning", "selftuning_dm")
 
 
-# -- the three datasets ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FineGrainedSpec:
-    """One fine-grained dataset: its official folder, number of classes and where to get it.
-
-    ``locate(root)`` finds the dataset's ``folder``; ``read(folder, split)`` returns
-    ``(relative paths, 0-based labels, the listing file)`` with paths relative to ``folder``;
-    ``class_names(folder)`` the names in label order; ``train_images`` is the folder (relative
-    to ``folder``) holding the training images.
-    """
-
-    name: str
-    title: str
-    num_classes: int
-    folder: str
-    train_images: str
-    source: str
-    locate: Callable[[Path], Path]
-    read: Callable[[Path, str], tuple[list[str], list[int], Path]]
-    class_names: Callable[[Path], list[str]]
-    mean: tuple[float, ...] = IMAGENET_MEAN  # ImageNet-pretrained backbones (spec §6.2)
-    std: tuple[float, ...] = IMAGENET_STD
-
-    def how_to_get(self, root: PathLike) -> str:
-        root = Path(root)
-        target = root.parent if root.name == self.folder else root
-        return (f"{self.source} Extract it into {os.fspath(target)!r} (giving {self.folder}/), "
-                f"then pass that directory (or the {self.folder} folder itself) as root.")
-
-
-class _Bad(Exception):
-    """A problem found while parsing; turned into a DatasetError naming the dataset's source."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(problem)
-        self.path, self.problem = path, problem
-
-
-def _read_lines(path: Path) -> list[tuple[int, str]]:
-    """``(line number, stripped line)`` of the non-blank lines of a text file."""
-    if not path.is_file():
-        raise _Bad(path, f"missing file {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise _Bad(path, f"cannot read {path} ({type(err).__name__}: {err})") from err
-    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-
-
-def _bad_line(path: Path, lineno: int, problem: str) -> _Bad:
-    return _Bad(path, f"{path}, line {lineno}: {problem}; the file is damaged or not from the "
-                      "official release")
-
-
-def _check_class_count(path: Path, names: list[str], num_classes: int) -> list[str]:
-    if len(names) != num_classes:
-        raise _Bad(path, f"{path} lists {len(names)} classes, the official release has "
-                         f"{num_classes}")
-    return names
-
-
-def _check_images(folder: Path, rels: list[str], listing: Path) -> None:
-    """Every listed image must exist and be non-empty: they are opened lazily (an empty file
-    would stop the run at the first evaluation that reads it), so find those now."""
-    missing, empty = [], []
-    for r in rels:  # one stat per file (CUB lists 11,788)
-        path = folder / r
-        try:
-            st = path.stat()
-        except OSError:
-            missing.append(r)
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            missing.append(r)
-        elif st.st_size == 0:
-            empty.append(r)
-    if missing:
-        path = folder / missing[0]
-        raise _Bad(path, f"missing image {path} (listed in {listing}; {len(missing)} of the "
-                         f"{len(rels)} listed images are missing)")
-    if empty:
-        path = folder / empty[0]
-        raise _Bad(path, f"empty image file {path} (0 bytes; listed in {listing}; {len(empty)} "
-                         f"of the {len(rels)} listed images are empty)")
-
-
-# CUB-200-2011 ----------------------------------------------------------------------------------
-
-def _cub_folder(root: Path) -> Path:
-    nested = root / "CUB_200_2011"
-    if nested.is_dir():
-        twice = nested / "CUB_200_2011"  # the archive extracted into a folder of its name
-        return twice if twice.is_dir() and not (nested / "images.txt").is_file() else nested
-    if root.name == "CUB_200_2011" or (root / "images.txt").is_file():
-        return root
-    return nested
-
-
-def _cub_table(path: Path, value: Callable[[str], Any]) -> dict[int, Any]:
-    """``<id> <value>`` lines → {id: value(rest)}, ids unique."""
-    table: dict[int, Any] = {}
-    for lineno, line in _read_lines(path):
-        parts = line.split(None, 1)
-        try:
-            key, val = int(parts[0]), value(parts[1])
-        except (IndexError, ValueError) as err:
-            raise _bad_line(path, lineno, f"expected '<image id> <value>', got {line!r}") from err
-        if key in table:
-            raise _bad_line(path, lineno, f"id {key} appears twice")
-        table[key] = val
-    return table
-
-
-def _cub_class_names(folder: Path) -> list[str]:
-    path = folder / "classes.txt"
-    table = _cub_table(path, str)
-    if sorted(table) != list(range(1, len(table) + 1)):
-        raise _Bad(path, f"{path}: class ids must run 1..{len(table)}")
-    return _check_class_count(path, [table[i] for i in range(1, len(table) + 1)], 200)
-
-
-def _cub_read(folder: Path, split: str) -> tuple[list[str], list[int], Path]:
-    num_classes = len(_cub_class_names(folder))
-    images_txt = folder / "images.txt"
-    images = _cub_table(images_txt, str)
-    labels_txt, split_txt = folder / "image_class_labels.txt", folder / "train_test_split.txt"
-    labels, is_train = _cub_table(labels_txt, int), _cub_table(split_txt, int)
-    for path, table in ((labels_txt, labels), (split_txt, is_train)):
-        if set(table) != set(images):
-            only = sorted(set(images) ^ set(table))
-            raise _Bad(path, f"{path} and {images_txt} list different image ids (e.g. {only[0]})")
-    bad = [i for i, c in labels.items() if not 1 <= c <= num_classes]
-    if bad:
-        raise _Bad(labels_txt, f"{labels_txt}: image {bad[0]} has class {labels[bad[0]]}, "
-                               f"outside 1..{num_classes}")
-    if not set(is_train.values()) <= {0, 1}:
-        raise _Bad(split_txt, f"{split_txt}: the second column must be 1 (train) or 0 (test)")
-    want = 1 if split == "train" else 0
-    ids = [i for i in images if is_train[i] == want]  # images.txt order (ascending ids)
-    rels = [f"images/{images[i]}" for i in ids]
-    _check_images(folder, rels, images_txt)
-    return rels, [labels[i] - 1 for i in ids], images_txt  # 1-based in the files
-
-
-# Stanford Cars (torchvision's StanfordCars layout) ----------------------------------------------
-
-def _cars_folder(root: Path) -> Path:
-    nested = root / "stanford_cars"
-    if nested.is_dir():
-        return nested
-    if root.name == "stanford_cars" or any((root / p).exists() for p in (
-            "devkit", "car_devkit", CARS_ANNOS)):
-        return root
-    return nested
-
-
-#: the original full download's one annotation file (images under car_ims/)
-CARS_ANNOS = "cars_annos.mat"
-
-
-def _cars_sub(folder: Path, name: str) -> Path:
-    """``folder/name``, or ``folder/name/name`` as the Kaggle copy nests its image folders."""
-    twice = folder / name / name
-    return twice if twice.is_dir() else folder / name
-
-
-def _cars_devkit(folder: Path) -> Path:
-    """``devkit/``, or ``car_devkit/devkit/`` (car_devkit.tgz extracted into its own folder)."""
-    kaggle = folder / "car_devkit" / "devkit"
-    return kaggle if not (folder / "devkit").is_dir() and kaggle.is_dir() else folder / "devkit"
-
-
-def _cars_full(folder: Path) -> bool:
-    """The original full download (``cars_annos.mat`` + ``car_ims/``), without a devkit."""
-    return (folder / CARS_ANNOS).is_file() and not _cars_devkit(folder).is_dir()
-
-
-def _loadmat(path: Path, key: str) -> np.ndarray:
-    import scipy.io
-
-    if not path.is_file():
-        raise _Bad(path, f"missing file {path}")
-    try:
-        mat = scipy.io.loadmat(os.fspath(path), squeeze_me=True)  # as torchvision reads it
-    except Exception as err:  # scipy raises many types for damaged files; report all alike
-        raise _Bad(path, f"cannot read {path} as a MATLAB file ({type(err).__name__}: {err})") \
-            from err
-    if key not in mat:
-        keys = sorted(k for k in mat if not k.startswith("__"))
-        raise _Bad(path, f"{path} has no {key!r} variable (has {keys})")
-    return np.atleast_1d(mat[key])  # squeeze_me turns a single entry into a scalar
-
-
-def _cars_class_names(folder: Path) -> list[str]:
-    path = folder / CARS_ANNOS if _cars_full(folder) else _cars_devkit(folder) / "cars_meta.mat"
-    names = _loadmat(path, "class_names")
-    if names.dtype.names is not None or not all(isinstance(n, str) for n in names.tolist()):
-        raise _Bad(path, f"{path}: 'class_names' must be a cell array of strings")
-    return _check_class_count(path, [str(n) for n in names.tolist()], 196)
-
-
-def _cars_read(folder: Path, split: str) -> tuple[list[str], list[int], Path]:
-    num_classes = len(_cars_class_names(folder))
-    if _cars_full(folder):  # one file, both splits: its 'test' flag is the devkit's split
-        annos, name, images = folder / CARS_ANNOS, "relative_im_path", ""
-    elif split == "train":
-        annos, name = _cars_devkit(folder) / "cars_train_annos.mat", "fname"
-        images = _cars_sub(folder, "cars_train").relative_to(folder).as_posix()
-    else:
-        annos, name = folder / "cars_test_annos_withlabels.mat", "fname"
-        if not annos.is_file() and (_cars_devkit(folder) / annos.name).is_file():
-            annos = _cars_devkit(folder) / annos.name  # where some copies of the devkit keep it
-        images = _cars_sub(folder, "cars_test").relative_to(folder).as_posix()
-    if images and not (folder / images).is_dir():
-        raise _Bad(folder / images, f"missing folder {folder / images}")
-    table = _loadmat(annos, "annotations")
-    fields = table.dtype.names or ()
-    needed = [name, "class"] + (["test"] if name == "relative_im_path" else [])
-    if any(f not in fields for f in needed):
-        hint = (" (cars_test_annos.mat has no labels: the test labels are in "
-                "cars_test_annos_withlabels.mat)" if split == "test" else "")
-        names = ", ".join(repr(f) for f in needed[:-1]) + f" and {needed[-1]!r}"
-        raise _Bad(annos, f"{annos}: 'annotations' must be a struct array with fields {names}, "
-                          f"got fields {list(fields)}{hint}")
-    rels, labels = [], []
-    for n, row in enumerate(table):
-        fname, cls = row[name], row["class"]
-        if not (isinstance(fname, str) and fname and np.ndim(cls) == 0
-                and np.issubdtype(np.asarray(cls).dtype, np.number)
-                and float(cls).is_integer() and 1 <= int(cls) <= num_classes):
-            raise _Bad(annos, f"{annos}: annotation {n} has {name}={fname!r}, class={cls!r}; "
-                              f"expected a file name and a class in 1..{num_classes}")
-        if not images and bool(row["test"]) != (split == "test"):
-            continue
-        rels.append(f"{images}/{fname}" if images else fname)
-        labels.append(int(cls) - 1)  # 1-based in the devkit, as torchvision subtracts
-    _check_images(folder, rels, annos)
-    return rels, labels, annos
-
-
-# FGVC-Aircraft (torchvision's FGVCAircraft layout, variant level) -----------------------------
-
-def _aircraft_folder(root: Path) -> Path:
-    nested = root / "fgvc-aircraft-2013b"
-    if nested.is_dir():
-        return nested
-    if root.name == "fgvc-aircraft-2013b" or (root / "data" / "variants.txt").is_file():
-        return root
-    if root.name == "data" and (root / "variants.txt").is_file():
-        return root.parent
-    return nested
-
-
-def _aircraft_class_names(folder: Path) -> list[str]:
-    path = folder / "data" / "variants.txt"
-    names = [line for _, line in _read_lines(path)]
-    if len(set(names)) != len(names):
-        raise _Bad(path, f"{path} lists a variant twice")
-    return _check_class_count(path, names, 100)
-
-
-def _aircraft_read(folder: Path, split: str) -> tuple[list[str], list[int], Path]:
-    index = {name: i for i, name in enumerate(_aircraft_class_names(folder))}
-    listing = folder / "data" / f"images_variant_{'trainval' if split == 'train' else 'test'}.txt"
-    rels, labels = [], []
-    for lineno, line in _read_lines(listing):
-        image_id, _, variant = line.partition(" ")  # torchvision: line.strip().split(" ", 1)
-        if variant not in index:
-            raise _bad_line(listing, lineno, f"variant {variant!r} is not in variants.txt")
-        rels.append(f"data/images/{image_id}.jpg")
-        labels.append(index[variant])
-    _check_images(folder, rels, listing)
-    return rels, labels, listing
-
-
-FINEGRAINED_DATASETS: dict[str, FineGrainedSpec] = {
-    "cub200": FineGrainedSpec(
-        name="cub200", title="CUB-200-2011", num_classes=200, folder="CUB_200_2011",
-        train_images="images",
-        source="Get CUB_200_2011.tgz from https://data.caltech.edu/records/65de6-vp158 (see "
-               "https://www.vision.caltech.edu/datasets/cub_200_2011/).",
-        locate=_cub_folder, read=_cub_read, class_names=_cub_class_names),
-    "stanford_cars": FineGrainedSpec(
-        name="stanford_cars", title="Stanford Cars", num_classes=196, folder="stanford_cars",
-        train_images="cars_train",
-        source="The official page https://ai.stanford.edu/~jkrause/cars/car_dataset.html no "
-               "longer serves the files; https://github.com/pytorch/vision/issues/7545 lists "
-               "mirrors of cars_train/, cars_test/, the devkit (car_devkit.tgz) and "
-               "cars_test_annos_withlabels.mat. Arrange them as torchvision's StanfordCars "
-               "reads them: stanford_cars/{cars_train/, cars_test/, devkit/cars_train_annos.mat, "
-               "devkit/cars_meta.mat, cars_test_annos_withlabels.mat} (the Kaggle copy's "
-               "cars_train/cars_train/ and car_devkit/devkit/ are read as they come), or "
-               "stanford_cars/{car_ims/, cars_annos.mat} (the original full download). "
-               "Class-named folders (car_data/train/<class>/) are not read: their order is "
-               "not the devkit's class numbering.",
-        locate=_cars_folder, read=_cars_read, class_names=_cars_class_names),
-    "fgvc_aircraft": FineGrainedSpec(
-        name="fgvc_aircraft", title="FGVC-Aircraft", num_classes=100,
-        folder="fgvc-aircraft-2013b", train_images="data/images",
-        source="Get https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/"
-               "fgvc-aircraft-2013b.tar.gz (see https://www.robots.ox.ac.uk/~vgg/data/"
-               "fgvc-aircraft/).",
-        locate=_aircraft_folder, read=_aircraft_read, class_names=_aircraft_class_names),
-}
-
-
 def get_finegrained_spec(dataset: str) -> FineGrainedSpec:
-    """The :class:`FineGrainedSpec` registered as ``dataset``."""
-    if dataset not in FINEGRAINED_DATASETS:
-        raise ValueError(f"unknown fine-grained dataset={dataset!r}; known: "
-                         f"{', '.join(sorted(FINEGRAINED_DATASETS))}")
-    return FINEGRAINED_DATASETS[dataset]
+    """The :class:`~dm_ssl.data.finegrained_readers.FineGrainedSpec` of ``dataset`` (a
+    transfer dataset of :data:`~dm_ssl.data.registry.DATASETS`)."""
+    return get_dataset(dataset, "transfer").transfer
 
 
 def finegrained_dir(dataset: str, root: PathLike) -> Path:
@@ -399,22 +94,6 @@ def finegrained_dir(dataset: str, root: PathLike) -> Path:
     under ``root``, or ``root`` itself when it is that folder. Saved lists' paths are relative
     to it. A missing folder is returned as ``root/<folder>`` (the errors then name it)."""
     return get_finegrained_spec(dataset).locate(Path(root))
-
-
-def _call(spec: FineGrainedSpec, root: PathLike, fn: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except _Bad as bad:
-        raise DatasetError(f"{spec.title}: {bad.problem}. {spec.how_to_get(root)}",
-                           bad.path) from None
-
-
-def _read(spec: FineGrainedSpec, root: PathLike, split: str) -> tuple[Path, list[str], list[int]]:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    folder = spec.locate(Path(root))
-    rels, labels, _ = _call(spec, root, spec.read, folder, split)
-    return folder, rels, labels
 
 
 def read_finegrained(dataset: str, root: PathLike, split: str = "train") -> list[tuple[str, int]]:
@@ -425,7 +104,7 @@ def read_finegrained(dataset: str, root: PathLike, split: str = "train") -> list
         DatasetError: a file is missing or does not hold what the official release does.
         ValueError: unknown ``dataset`` or ``split``.
     """
-    folder, rels, labels = _read(get_finegrained_spec(dataset), root, split)
+    folder, rels, labels = read_split(get_finegrained_spec(dataset), root, split)
     return [(os.fspath(folder / r), c) for r, c in zip(rels, labels)]
 
 
@@ -447,18 +126,7 @@ def read_fgvc_aircraft(root: PathLike, split: str = "train") -> list[tuple[str, 
 def finegrained_class_names(dataset: str, root: PathLike) -> list[str]:
     """The class names in label order (``classes.txt``, ``cars_meta.mat``, ``variants.txt``)."""
     spec = get_finegrained_spec(dataset)
-    return _call(spec, root, spec.class_names, spec.locate(Path(root)))
-
-
-def load_rgb(path: PathLike) -> Image.Image:
-    """Open an image file as an RGB PIL image (CUB holds a few grey and CMYK JPEGs)."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise DatasetError(f"cannot read image {os.fspath(path)} ({type(err).__name__}: "
-                           f"{err}); the file is missing or damaged: restore it from the "
-                           "dataset's archive", path) from err
+    return call_reader(spec, root, spec.class_names, spec.locate(Path(root)))
 
 
 # -- labeled subsets: Self-Tuning's image lists --------------------------------------------
@@ -485,8 +153,8 @@ def read_image_list(path: PathLike) -> list[tuple[str, int]]:
     """
     path = Path(path)
     try:
-        lines = _read_lines(path)
-    except _Bad as bad:
+        lines = read_lines(path)
+    except BadFile as bad:
         raise DatasetError(f"image list: {bad.problem}", path) from None
     entries = []
     for lineno, line in lines:
@@ -650,7 +318,7 @@ def get_or_create_labeled_subset(dataset: str, root: PathLike, percent: float, s
             names the file.
     """
     spec = get_finegrained_spec(dataset)
-    folder, rels, labels = _read(spec, root, "train")
+    folder, rels, labels = read_split(spec, root, "train")
     return _subset(_TrainSet(spec, folder, rels, np.asarray(labels, dtype=np.int64)), percent,
                    seed, run_dir, label_list)
 
@@ -720,8 +388,8 @@ def build_finegrained_ssl_datasets(
     """
     spec = get_finegrained_spec(dataset)
     _check_percent(percent)
-    folder, rels, labels = _read(spec, root, "train")
-    _, test_rels, test_labels = _read(spec, root, "test")
+    folder, rels, labels = read_split(spec, root, "train")
+    _, test_rels, test_labels = read_split(spec, root, "test")
     class_names = tuple(finegrained_class_names(dataset, root))
     labels = np.asarray(labels, dtype=np.int64)
     train = _TrainSet(spec, folder, rels, labels)

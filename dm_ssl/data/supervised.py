@@ -46,102 +46,29 @@ names.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from .cifar import cifar_class_names, load_cifar
 from .datasets import IndexedDataset
 from .device_data import DeviceAugmentSpec
-from .digits import (
-    DIGITS_MEAN,
-    DIGITS_NUM_CLASSES,
-    DIGITS_STD,
-    digits_class_names,
-    load_digits_split,
-)
 from .finegrained import FineGrainedDataset, _check_percent
-from .finegrained_transforms import IMAGENET_MEAN, IMAGENET_STD
-from .registry import DatasetInfo
+from .info import DatasetInfo
+from .registry import SupervisedSpec, get_dataset
 from .split import class_balanced_subset, labels_fingerprint, load_split, save_split
-from .tinyimagenet import (
-    image_folder_classes,
-    read_image_folder,
-    read_tinyimagenet,
-    tinyimagenet_class_names,
-)
-from .transforms import MEAN, STD
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 SUBSET_FORMAT = "subset_{percent:g}.json"
-PAD = 4  # spec §7: RandomCrop with padding 4
 IMAGENET_RESIZE_RATIO = 0.875  # 224 / 256
 
 
-@dataclass(frozen=True)
-class SupervisedSpec:
-    """One dataset of the supervised protocols.
-
-    ``read(root, split)`` returns ``(images, labels)``: uint8 ``(N, H, W, 3)`` arrays, or image
-    paths (opened lazily) when ``lazy``; ``split`` is ``"train"`` or ``"test"``.
-    ``crop`` is ``"pad"`` (RandomCrop with padding) or ``"resized"`` (RandomResizedCrop).
-    """
-
-    name: str
-    num_classes: Optional[int]  # None: as many as the folders hold
-    img_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop: str
-    lazy: bool
-    read: Callable[[PathLike, str], tuple[np.ndarray, np.ndarray]]
-    class_names: Callable[[PathLike], list[str]]
-    pad: int = PAD      # RandomCrop padding of the "pad" crop
-    hflip: bool = True  # digits: a flipped digit is another glyph
-
-
-def _cifar(name: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    return (lambda root, split: load_cifar(name, root, split),
-            lambda root: cifar_class_names(name, root))
-
-
-def _paths(reader: Callable[[PathLike, str], list[tuple[str, int]]],
-           test_split: str) -> Callable[[PathLike, str], tuple[np.ndarray, np.ndarray]]:
-    def read(root: PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
-        pairs = reader(root, test_split if split == "test" else split)
-        # a numpy str array: DataLoader workers do not copy it page by page (refcounts)
-        return (np.array([p for p, _ in pairs]),
-                np.array([c for _, c in pairs], dtype=np.int64))
-    return read
-
-
-SUPERVISED_DATASETS: dict[str, SupervisedSpec] = {
-    **{name: SupervisedSpec(name, k, 32, tuple(MEAN[name]), tuple(STD[name]), "pad", False,
-                            *_cifar(name))
-       for name, k in (("cifar10", 10), ("cifar100", 100))},
-    # as many classes as wnids.txt lists (200 in the official set; a subset of it works too)
-    "tinyimagenet": SupervisedSpec("tinyimagenet", None, 64, IMAGENET_MEAN, IMAGENET_STD, "pad",
-                                   True, _paths(read_tinyimagenet, "val"),
-                                   tinyimagenet_class_names),
-    "imagenet": SupervisedSpec("imagenet", None, 224, IMAGENET_MEAN, IMAGENET_STD, "resized",
-                               True, _paths(read_image_folder, "val"), image_folder_classes),
-    # scikit-learn's 8×8 digits (offline, for demos and quick experiments; root unused)
-    "digits": SupervisedSpec("digits", DIGITS_NUM_CLASSES, 8, (DIGITS_MEAN,), (DIGITS_STD,),
-                             "pad", False, lambda root, split: load_digits_split(split),
-                             lambda root: digits_class_names(), pad=1, hflip=False),
-}
-
-
 def get_supervised_spec(dataset: str) -> SupervisedSpec:
-    if dataset not in SUPERVISED_DATASETS:
-        raise ValueError(f"unknown dataset={dataset!r} for supervised training; known: "
-                         f"{', '.join(sorted(SUPERVISED_DATASETS))}")
-    return SUPERVISED_DATASETS[dataset]
+    """The supervised reader of ``dataset`` (:data:`~dm_ssl.data.registry.DATASETS`)."""
+    return get_dataset(dataset, "supervised").supervised
 
 
 def _normalise(mean: Sequence[float], std: Sequence[float]) -> list[Any]:

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 import yaml
 
@@ -111,7 +111,23 @@ def ssl_config(alg: str, dataset: str, num_labels: int, net: str, seed: int = 0)
     return cfg
 
 
-TRANSFER_DATASETS = {"cub200": 200, "stanford_cars": 196, "fgvc_aircraft": 100}
+
+
+def dataset_entry(name: str) -> Any:
+    """The registry entry of ``name`` (:data:`dm_ssl.data.registry.DATASETS`: class count,
+    training-set size, display name; imported on use, it imports torchvision)."""
+    from dm_ssl.data.registry import get_dataset
+
+    return get_dataset(name)
+
+
+def transfer_datasets() -> Tuple[str, ...]:
+    """The fine-grained transfer datasets of the registry (CUB-200, Cars, Aircraft)."""
+    from dm_ssl.data.registry import names
+
+    return names("transfer")
+
+
 PERCENTS = (15, 30, 50)
 NETS = {"resnet50": "r50", "resnet18": "r18"}
 ST_KEYS = {"st_tau": 0.07, "st_momentum": 0.999, "st_queue_size": 32, "st_proj_dim": 1024,
@@ -131,7 +147,8 @@ def transfer_config(alg: str, dataset: str, percent: int, net: str, seed: int = 
         "resume": False, "use_tensorboard": True,
         "epoch": 27, "num_train_iter": 27000, "num_eval_iter": 1000, "num_log_iter": 100,
         "dataset": dataset, "data_dir": "./data", "label_percent": percent,
-        "num_classes": TRANSFER_DATASETS[dataset], "resize": 256, "img_size": 224, "ten_crop": True,
+        "num_classes": dataset_entry(dataset).num_classes, "resize": 256, "img_size": 224,
+        "ten_crop": True,
         "randaugment": host == "fixmatch",
         "batch_size": 24, "uratio": 1, "eval_batch_size": 64, "ema_m": 0.0,
         "net": net, "use_pretrain": True, "pretrained_path": None,
@@ -150,24 +167,21 @@ ALPHA = {"mixup": 1.0, "cutmix": 0.2, "manifoldmix": 2.0, "saliencymix": 0.2, "f
 STATIC = tuple(ALPHA)
 DYNAMIC_ALPHA = {"puzzlemix": 1.0}  # the official PuzzleMix CIFAR setting
 LEARNED = ("automix", "samix")
-TRAIN_SIZE = {"cifar100": 50000, "tinyimagenet": 100000, "cub200": 5994, "fgvc_aircraft": 6667,
-              "imagenet": 1281167}
-CLASSES = {"cifar100": 100, "tinyimagenet": 200, "cub200": 200, "fgvc_aircraft": 100,
-           "imagenet": 1000}
 IMAGENET_NETS = ("resnet18", "resnet34", "resnet50")
 
 
 def sup_config(dataset: str, net: str, mixer: str, loss: str, epochs: int, lr: float,
            batch: int = 100, wd: float = 1e-4, percent: int = 0, eta: float = 0.1,
            tag: str = "") -> dict:
-    n = TRAIN_SIZE[dataset] * (percent or 100) // 100
+    entry = dataset_entry(dataset)
+    n = entry.train_size * (percent or 100) // 100
     per_epoch = math.ceil(n / batch)
-    finegrained = dataset in ("cub200", "fgvc_aircraft")
+    finegrained = entry.transfer is not None
     name = f"{dataset}_{net}_{mixer}_{loss}{tag}"
     cfg = {
         "algorithm": "supervised_mixup", "save_dir": "./saved_models/supervised",
         "save_name": name + "_0", "dataset": dataset, "data_dir": "./data",
-        "num_classes": CLASSES[dataset], "net": net, "epoch": epochs,
+        "num_classes": entry.num_classes, "net": net, "epoch": epochs,
         "num_train_iter": epochs * per_epoch, "num_eval_iter": 10 * per_epoch,
         "num_log_iter": per_epoch, "batch_size": batch, "eval_batch_size": 256, "ema_m": 0.0,
         "optim": "SGD", "lr": lr, "momentum": 0.9, "weight_decay": wd, "num_workers": 4,
@@ -231,7 +245,7 @@ def supervised_configs():
 def imagenet(recipe: str, net: str, loss: str, mixers: str, alpha: str, epochs: int,
              batch: int, **extra) -> dict:
     """One ImageNet-1k config (spec §7); batches are global, semilearn drops the last one."""
-    per_epoch = TRAIN_SIZE["imagenet"] // batch
+    per_epoch = dataset_entry("imagenet").train_size // batch
     model = {"deit_small_patch16_224": "deit_s", "swin_tiny_patch4_window7_224": "swin_t"
              }.get(net, net)
     name = f"imagenet_{model}_{recipe}_{mixers.replace(',', '_')}_{loss}"
@@ -340,7 +354,7 @@ def ssl_configs() -> Iterator[dict]:
 
 
 def transfer_configs() -> Iterator[dict]:
-    for dataset in TRANSFER_DATASETS:
+    for dataset in transfer_datasets():
         for percent in PERCENTS:
             for net in NETS:
                 for host in ("selftuning", "fixmatch"):

@@ -69,7 +69,7 @@ def expand(table: Table, runs_dir: Path, *, seeds: Optional[Sequence[int]] = Non
            only: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None
            ) -> List[RunSpec]:
     """The table's runs (cells × seeds), configs validated (one clear error naming the cell)."""
-    from dm_ssl import cli
+    from dm_ssl.config import ConfigError, validate
 
     cells = table.select(only)
     if not cells:
@@ -90,8 +90,8 @@ def expand(table: Table, runs_dir: Path, *, seeds: Optional[Sequence[int]] = Non
                                      if table.columns else {})}}
             cfg.pop("resume", None)
             try:
-                cli.validate(dict(cfg))
-            except cli.ConfigError as err:
+                validate(dict(cfg))
+            except ConfigError as err:
                 raise SweepError(f"table {table.name}, cell {cell.id}: {err}") from None
             specs.append(RunSpec(table.name, cell.id, int(seed), str(root / name),
                                  str(root / SWEEP_DIR / f"{name}.yaml"), cfg))
@@ -288,7 +288,7 @@ def plan(specs: Sequence[RunSpec]) -> List[Dict[str, str]]:
              "action": ACTIONS[st]} for s in specs]
 
 
-def _retry(spec: RunSpec, why: str = "failed") -> None:
+def move_aside(spec: RunSpec, why: str = "failed") -> None:
     """Move a failed (or ``changed``) run aside (never deleted) so that it starts again."""
     run = Path(spec.run_dir)
     target = run.with_name(f"{run.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -296,29 +296,21 @@ def _retry(spec: RunSpec, why: str = "failed") -> None:
     print(f"dm-ssl sweep: moved the {why} run {run} to {target}", file=sys.stderr)
 
 
-#: keys where a run may differ from the sweep's request: where it runs, not what it computes
-RUNTIME_KEYS = ("save_dir", "save_name", "data_dir", "device", "progress", "verbose",
-                "num_workers", "resume", "load_path", "experiment")
-
-
 def config_changes(spec: RunSpec) -> List[str]:
     """How the run already in ``spec.run_dir`` differs from what the sweep asks for now (its
     ``config.yaml`` against the cell's config with this sweep's ``--set`` / ``--seeds``), as
     ``key: old -> new``; empty for a new run or the same config. Runtime keys
-    (:data:`RUNTIME_KEYS`) are not compared."""
-    from dm_ssl import cli
+    (:data:`dm_ssl.config.RUNTIME_KEYS`) are not compared."""
+    from dm_ssl.config import ConfigError, config_changes, read_run_config, sweep_keys, validate
 
-    path = Path(spec.run_dir) / "config.yaml"
-    if not path.is_file():
-        return []
+    saved = read_run_config(Path(spec.run_dir))
+    if saved is None:
+        return []  # no record, or unreadable: the run's own resume checks still guard it
     try:
-        saved = yaml.safe_load(path.read_text()) or {}
-        wanted = cli.validate(dict(spec.config))
-    except (OSError, yaml.YAMLError, cli.ConfigError):
-        return []  # unreadable record: the run's own resume checks still guard it
-    saved, wanted = cli._absolute_paths(saved), cli._absolute_paths(wanted)
-    return [f"{k}: {saved[k]!r} -> {wanted[k]!r}" for k in spec.config
-            if k not in RUNTIME_KEYS and k in saved and saved[k] != wanted.get(k)]
+        wanted = validate(dict(spec.config))
+    except ConfigError:
+        return []
+    return config_changes(saved, wanted, sweep_keys(spec.config))
 
 
 def _visible_gpus() -> List[str]:
@@ -441,7 +433,9 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     except SweepError as err:
         print(f"dm-ssl sweep: {err}", file=sys.stderr)
         return 2
-    return 0 if out["returncode"] in (0, 75) else 1
+    from dm_ssl.run.errors import EXIT_STOPPED
+
+    return 0 if out["returncode"] in (0, EXIT_STOPPED) else 1
 
 
 if __name__ == "__main__":

@@ -91,9 +91,9 @@ NET_NAMES = {"cifar_resnet18": "R-18", "cifar_resnext50": "RX-50", "wrn_28_8": "
              "resnext50_32x4d": "RX-50", "timm/resnet18": "R-18", "timm/resnet34": "R-34",
              "timm/resnet50": "R-50", "timm/deit_small_patch16_224": "DeiT-S",
              "timm/swin_tiny_patch4_window7_224": "Swin-T"}
-DATA_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tinyimagenet": "Tiny-ImageNet",
-              "cub200": "CUB-200", "fgvc_aircraft": "FGVC-Aircraft",
-              "stanford_cars": "Stanford-Cars", "imagenet": "ImageNet"}
+def data_name(dataset: str) -> str:
+    """The short name the paper's tables give ``dataset`` (its registry entry's ``label``)."""
+    return grids.dataset_entry(dataset).label
 
 # spec §9: (dataset, net, epochs tag, mixer) -> (MCE, DM(CE)) top-1 %
 PAPER_A2 = {("cifar100", "cifar_resnet18", "saliencymix"): (79.12, 79.28),
@@ -122,7 +122,7 @@ def _supervised(select: Callable[[Dict[str, Any]], bool],
     for cfg in configs if configs is not None else grids.supervised_configs():
         if not select(cfg):
             continue
-        setting = (f"{DATA_NAMES[cfg['dataset']]} {NET_NAMES.get(cfg['net'], cfg['net'])} "
+        setting = (f"{data_name(cfg['dataset'])} {NET_NAMES.get(cfg['net'], cfg['net'])} "
                    f"{MIXER_NAMES.get(cfg['mix_mixers'], cfg['mix_mixers'])}")
         if cfg.get("subset_percent"):
             setting += f" {cfg['subset_percent']}%"
@@ -207,7 +207,7 @@ def table_a4() -> Table:
 def table_ssl() -> Table:
     cells = []
     for cfg in grids.ssl_configs():
-        setting = (f"{DATA_NAMES[cfg['dataset']]} {cfg['num_labels']} labels "
+        setting = (f"{data_name(cfg['dataset'])} {cfg['num_labels']} labels "
                    f"{NET_NAMES[cfg['net']]}")
         cells.append(_cell(cfg, setting, cfg["algorithm"]))
     return Table("ssl", "SSL from scratch (CIFAR-10/100, USB protocol): host vs host + DM",
@@ -220,7 +220,7 @@ def table_transfer() -> Table:
         ref = None
         if cfg["algorithm"] == "selftuning" and cfg["net"] == "resnet50":
             ref = PAPER_SELFTUNING_R50[cfg["dataset"]][(15, 30, 50).index(cfg["label_percent"])]
-        setting = (f"{DATA_NAMES[cfg['dataset']]} {cfg['label_percent']}% "
+        setting = (f"{data_name(cfg['dataset'])} {cfg['label_percent']}% "
                    f"{NET_NAMES[cfg['net']]}")
         cells.append(_cell(cfg, setting, cfg["algorithm"], ref))
     return Table("transfer", "Semi-supervised fine-grained transfer (Self-Tuning recipe)",

@@ -7,7 +7,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dm_ssl.data import DATASETS, DatasetError, build_ssl_datasets, get_dataset_spec, ssl_split
+from dm_ssl.data import (
+    DATASETS,
+    DatasetError,
+    build_ssl_datasets,
+    dataset_names,
+    get_dataset_spec,
+    ssl_split,
+)
 
 
 def test_importing_dm_ssl_data_does_not_import_semilearn():
@@ -178,9 +185,40 @@ def test_algorithm_decides_unlabeled_keys(tmp_path):
 def test_unknown_dataset_lists_known_ones(tmp_path):
     with pytest.raises(ValueError, match="dataset='svhn'") as info:
         build_ssl_datasets("svhn", None, 40, 0, tmp_path)
-    for name in DATASETS:
+    for name in dataset_names("ssl"):
         assert name in str(info.value)
-    assert set(DATASETS) == {"cifar10", "cifar100", "digits"}
+    assert dataset_names("ssl") == ("cifar10", "cifar100", "digits")
+
+
+def test_one_registry_serves_every_protocol():
+    """Every dataset name is one entry; the protocol tables the builders, config checks and
+    experiment grids use are views of it."""
+    from dm_ssl.config import validate
+    from dm_ssl.data.finegrained import get_finegrained_spec
+    from dm_ssl.data.supervised import get_supervised_spec
+    from dm_ssl.experiments import grids, tables
+
+    assert dataset_names("transfer") == ("cub200", "stanford_cars", "fgvc_aircraft")
+    assert set(dataset_names("supervised")) == {"cifar10", "cifar100", "digits", "tinyimagenet",
+                                                "imagenet"}
+    for name, entry in DATASETS.items():
+        assert entry.readers and set(entry.readers) <= {"ssl", "supervised", "transfer"}
+        assert set(entry.device_augment) <= set(entry.readers)
+        assert tables.data_name(name) == entry.label
+        if entry.transfer is not None:
+            spec = get_finegrained_spec(name)
+            assert (spec.num_classes, spec.title, spec.mean) == (entry.num_classes, entry.title,
+                                                                 entry.mean)
+        if entry.supervised is not None:
+            assert get_supervised_spec(name).mean == entry.mean
+        if entry.ssl is not None:
+            assert get_dataset_spec(name).num_classes == entry.num_classes
+    # the grids size their runs from the registry: class count and epoch length
+    cfg = grids.transfer_config("selftuning", "stanford_cars", 15, "resnet50")
+    assert cfg["num_classes"] == DATASETS["stanford_cars"].num_classes == 196
+    # the config refuses transfer-only keys outside the registry's transfer sets
+    with pytest.raises(ValueError, match="cub200, stanford_cars, fgvc_aircraft"):
+        validate({"algorithm": "fixmatch", "dataset": "cifar10", "randaugment_n": 2})
 
 
 def test_cifar_needs_root(tmp_path):

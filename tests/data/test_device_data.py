@@ -12,13 +12,15 @@ from torchvision.transforms import functional as TF
 pytest.importorskip("semilearn")
 
 from dm_ssl import cli  # noqa: E402
+from dm_ssl.config import ConfigError, validate  # noqa: E402
 from dm_ssl.data import build_ssl_datasets  # noqa: E402
 from dm_ssl.data.device_data import DeviceAugmentSpec, DeviceBatches, device_stream  # noqa: E402
 from dm_ssl.data.errors import DatasetError  # noqa: E402
-from dm_ssl.data.finegrained import load_rgb  # noqa: E402
+from dm_ssl.data.images import load_rgb  # noqa: E402
 from dm_ssl.data.op_log import OpLog  # noqa: E402
 from dm_ssl.data.sampling import ResumableSampler, SeededDataset  # noqa: E402
 from dm_ssl.data.supervised import build_supervised_datasets  # noqa: E402
+from dm_ssl.run import evaluate, prepare_run  # noqa: E402
 
 from .cifar_files import write_cifar10  # noqa: E402
 from .test_tinyimagenet import write_tinyimagenet  # noqa: E402
@@ -98,19 +100,19 @@ def test_unknown_views_and_sets_without_a_device_path_are_refused(tmp_path):
     resized = build_ssl_datasets("digits", None, 20, 0, tmp_path / "r", img_size=16)[0]
     with pytest.raises(ValueError, match="augment_on=loader"):
         device_stream(resized["train_ulb"], sampler, 4, torch.device("cpu"))
-    with pytest.raises(cli.ConfigError, match="augment_on"):
-        cli.validate({"algorithm": "fixmatch", "dataset": "digits", "augment_on": "gpu"})
+    with pytest.raises(ConfigError, match="augment_on"):
+        validate({"algorithm": "fixmatch", "dataset": "digits", "augment_on": "gpu"})
     refused = {"imagenet": {}, "cifar10": {"auto_augment": "rand-m9-mstd0.5-inc1"},
                "cifar100": {"reprob": 0.25}, "tinyimagenet": {"img_size": 32}}
     for dataset, extra in refused.items():
-        with pytest.raises(cli.ConfigError, match=f"augment_on.*{next(iter(extra), 'Resized')}"):
-            cli.validate({"algorithm": "supervised_mixup", "dataset": dataset,
+        with pytest.raises(ConfigError, match=f"augment_on.*{next(iter(extra), 'Resized')}"):
+            validate({"algorithm": "supervised_mixup", "dataset": dataset,
                           "augment_on": "device", **extra})
-    with pytest.raises(cli.ConfigError, match="augment_on.*fine-grained"):
-        cli.validate({"algorithm": "selftuning", "dataset": "cub200", "label_percent": 15,
+    with pytest.raises(ConfigError, match="augment_on.*fine-grained"):
+        validate({"algorithm": "selftuning", "dataset": "cub200", "label_percent": 15,
                       "augment_on": "device"})
     for dataset in ("digits", "cifar10", "tinyimagenet"):
-        assert cli.validate({"algorithm": "supervised_mixup", "dataset": dataset,
+        assert validate({"algorithm": "supervised_mixup", "dataset": dataset,
                              "augment_on": "device"})["augment_on"] == "device"
 
 
@@ -182,7 +184,7 @@ def test_supervised_training_on_the_device_from_the_cli(tmp_path, monkeypatch):
            "device": "cpu", "augment_on": "device", "mix_mixers": "cutmix",
            "save_dir": str(tmp_path)}
     for i, extra in enumerate(({}, {"repeated_aug": 2})):
-        alg, _, _ = cli.prepare_run(cli.validate({**cfg, **extra, "save_name": f"r{i}"}))
+        alg, _, _ = prepare_run(validate({**cfg, **extra, "save_name": f"r{i}"}))
         stream = alg.loader_dict["train_lb"]
         assert isinstance(stream, DeviceBatches) and stream.weak.padding_mode == "constant"
         assert len(stream) == 4 and next(iter(stream))["x_lb"].shape == (8, 1, 8, 8)
@@ -195,7 +197,7 @@ def test_supervised_training_on_the_device_from_the_cli(tmp_path, monkeypatch):
     import dm_ssl.data.device_data as dd
 
     monkeypatch.setattr(dd, "device_images", lambda *a: pytest.fail("eval copied the set"))
-    assert cli.evaluate(str(run / "latest_model.pth"))["top1"] == pytest.approx(
+    assert evaluate(str(run / "latest_model.pth"))["top1"] == pytest.approx(
         results["final_acc"])
 
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from dm_ssl.data import (
-    FINEGRAINED_DATASETS,
+    DATASETS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     DatasetError,
@@ -66,7 +66,7 @@ def test_readers_return_paths_and_zero_based_labels(fg):
     assert {c for _, c in exp["train"]} == set(TRAIN_PER_CLASS)  # 0-based: class 1 -> 0
     assert not {p for p, _ in exp["train"]} & {p for p, _ in exp["test"]}
     names = finegrained_class_names(name, root)
-    assert names == exp["names"] and len(names) == FINEGRAINED_DATASETS[name].num_classes
+    assert names == exp["names"] and len(names) == DATASETS[name].num_classes
 
 
 def test_root_may_be_the_dataset_folder(fg):
@@ -481,7 +481,7 @@ def test_built_datasets_yield_semilearn_items(fg, tmp_path, seeded_rngs):
     run = tmp_path / "run"
     dsets, info = build_finegrained_ssl_datasets(name, root, 30, 1, run, **SIZE)
     assert set(dsets) == {"train_lb", "train_ulb", "eval", "test"} and dsets["test"] is None
-    k = FINEGRAINED_DATASETS[name].num_classes
+    k = DATASETS[name].num_classes
     assert (info.name, info.num_classes, info.img_size, info.channels) == (name, k, 32, 3)
     assert info.class_names == tuple(exp["names"]) and info.split_path == run / "train_30.txt"
     assert (info.num_train, info.num_lb + info.num_ulb, info.num_eval) == (47, 47, 6)

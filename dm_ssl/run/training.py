@@ -1,0 +1,128 @@
+"""``dm-ssl train``: one run from its validated config to ``results.json``.
+
+The order is the run's contract: every refusal (a run already there, a resume that would
+change the run, a bad net or dataset) happens before the run's record changes; a new run
+refused while building leaves no folder behind.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import yaml
+
+from dm_ssl.config import ConfigError, absolute_paths, validate
+from dm_ssl.evaluation.run_metrics import robustness
+
+from .errors import RunIncompleteError, RunStopped
+from .folder import CKPT, checkpoints, fail, first_missing, remove_new_run_dir, write_results
+from .hooks import progress_hook, stop_hook
+from .prepare import init_distributed, is_main, prepare_run, set_seed
+from .resume import check_resume_config, resume_run
+
+
+def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Validate ``cfg`` and train it in ``<save_dir>/<save_name>/`` (a new run, or with
+    ``resume: true`` the run's checkpoint continued); returns the results that
+    ``results.json`` records and prints them as one JSON line on stdout."""
+    from dm_ssl import records
+
+    cfg = absolute_paths(validate(cfg))  # config.yaml records them: eval from any directory
+    run_dir = Path(cfg["save_dir"]) / cfg["save_name"]
+    ckpt = Path(cfg.get("load_path") or run_dir / CKPT)
+    if cfg.get("resume") and not any(p.exists() for p in checkpoints(ckpt)):
+        raise ConfigError(f"resume: no checkpoint at {ckpt}")
+    if not cfg.get("resume") and any(p.exists() for p in checkpoints(run_dir / CKPT)):
+        raise ConfigError(f"{run_dir} already holds a run (checkpoints, results): pass "
+                          "--set resume=true to continue it, or choose another save_name")
+    if cfg.get("resume"):
+        check_resume_config(cfg, run_dir)
+    resolved = dict(cfg)  # what config.yaml records: the user's (global) settings
+    created = first_missing(run_dir)  # removed again if the run is refused while building
+    cfg = init_distributed(cfg)
+    if cfg.get("sync_bn") and cfg["distributed"] and not str(cfg["device"]).startswith("cuda"):
+        raise ConfigError(f"config key 'sync_bn': torch's SyncBatchNorm runs on CUDA devices "
+                          f"only (device is {cfg['device']}); leave it false on CPU")
+    set_seed(cfg["seed"])
+    try:
+        alg, info, run_dir = prepare_run(cfg)
+    except BaseException:
+        # a bad net, mixer, loss or weights file shows only while building: a new run that
+        # never started leaves no directory behind (an existing one is never removed)
+        if created is not None and is_main(cfg):
+            remove_new_run_dir(run_dir, created)
+        raise
+    resumed_from = None
+    if cfg.get("resume"):  # before anything of the run's record changes: a refusal keeps it
+        resumed_from = str(resume_run(alg, ckpt))
+        if is_main(cfg):
+            print(f"dm-ssl: resumed {run_dir} from {Path(resumed_from).name} at iteration "
+                  f"{alg.it} of {alg.num_train_iter}", file=sys.stderr)
+    if is_main(cfg):
+        with open(run_dir / "config.yaml", "w") as fh:
+            yaml.safe_dump(resolved, fh, sort_keys=False)
+        if resumed_from:
+            records.truncate_metrics(run_dir, alg.it)
+        else:
+            (run_dir / records.METRICS_FILE).unlink(missing_ok=True)
+        # num_labels as the data has it (supervised runs: the training (sub)set's size)
+        records.record_start(run_dir, {**cfg, "num_labels": info.num_labels}, alg.device,
+                             resumed_from=resumed_from, start_it=alg.it)
+        alg.register_hook(records.metrics_hook(run_dir, alg.num_log_iter, alg.num_eval_iter),
+                          "MetricsHook", "LOWEST")
+    if cfg.get("progress", True):
+        alg.register_hook(progress_hook(alg.num_train_iter), "ProgressHook", "LOWEST")
+    alg.register_hook(stop_hook(run_dir), "StopHook", "LOWEST")
+    from dm_ssl.algorithms import CheckpointWriteError, NonFiniteLossError
+
+    try:
+        alg.train()
+    except RunStopped as err:
+        write_results(run_dir, cfg, info, status="interrupted", reason=str(err),
+                       iterations=err.it, num_train_iter=alg.num_train_iter)
+        raise
+    except NonFiniteLossError as err:  # the run's record says so; checkpoints stay as they were
+        write_results(run_dir, cfg, info, status="failed", reason=str(err),
+                       iterations=err.it, terms=err.terms)
+        raise
+    except CheckpointWriteError as err:
+        try:  # the disk may be full: the record is best effort, the message is not
+            write_results(run_dir, cfg, info, status="failed", reason=str(err),
+                           iterations=alg.it)
+        except OSError:
+            pass
+        raise
+    except Exception as err:  # e.g. a damaged image met mid-epoch: failed, never "refused"
+        fail(run_dir, cfg, info, alg, err)
+    finally:  # a run that stops on an error ends its progress line: its message gets its own
+        bar = getattr(alg.hooks_dict.get("ProgressHook"), "bar", None)
+        if bar is not None:
+            bar.close()
+    if alg.it < alg.num_train_iter:  # the loop ended early: never report success for it
+        write_results(run_dir, cfg, info, status="interrupted", iterations=alg.it,
+                       num_train_iter=alg.num_train_iter)
+        raise RunIncompleteError(f"training stopped at iteration {alg.it} of "
+                                 f"{alg.num_train_iter}; results.json says interrupted")
+    try:
+        final = alg.evaluate("eval")
+        results = {
+            "status": "finished", "iterations": alg.it,
+            "best_acc": float(alg.best_eval_acc), "best_it": int(alg.best_it) + 1,
+            "final_acc": final["eval/top-1-acc"], "final_it": alg.it,
+        }
+        for name in filter(None, cfg["eval_mixed"].split(",")):  # fractions, as dm-ssl eval
+            mixed = robustness(alg, info, None, False, name)[f"mixed_{name}"]
+            results.update({f"mixed_{name}_top1": mixed["top1"],
+                             f"mixed_{name}_top2": mixed["top2"]})
+    except Exception as err:
+        fail(run_dir, cfg, info, alg, err)
+    write_results(run_dir, cfg, info, **results)
+    results = {"algorithm": cfg["algorithm"], "dataset": info.name,
+               "num_labels": info.num_labels, "seed": cfg["seed"], **results}
+    if is_main(cfg):
+        alg.print_fn(f"results: {json.dumps(results)}")
+        print(json.dumps(results), flush=True)  # stdout: one JSON line, as `dm-ssl eval`
+    return results
