@@ -15,7 +15,9 @@ The same four runs are the ``digits_demo`` table of ``dm-ssl sweep`` (same confi
 ``dm_ssl.experiments.tables``); this script adds the mask ratios and the accuracy plot.
 
 Prints mean ± std over seeds of the final and best test accuracy and of the mask ratios, and
-writes ``<out>/demo_accuracy.png`` (test accuracy against iterations) and ``<out>/demo.json``.
+writes ``<out>/demo_accuracy.png`` (test accuracy against iterations) and ``<out>/demo.json``
+(the settings and every run's numbers: the docs' demo table is rendered from a copy of it,
+``docs/records/demo.json``, by ``scripts/docs_tables.py``).
 
     .venv/bin/python scripts/demo_digits.py [--seeds 0 1 2] [--iters 300] [--out DIR]
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List
@@ -59,6 +62,34 @@ def recorder():
     return Recorder()
 
 
+def method_config(name: str, seed: int, iters: int, num_labels: int, out: Path,
+                  verbose: bool = False) -> Dict[str, Any]:
+    """One demo run's config: method ``name`` of :data:`METHODS` at ``seed``, under ``out``."""
+    slug = name.lower().replace(" ", "_").replace("+", "").replace("(", "").replace(")", "")
+    return {**base_config(iters, num_labels), **METHODS[name], "seed": seed,
+            "save_dir": str(out), "save_name": f"{slug}_s{seed}", "verbose": verbose}
+
+
+def machine() -> Dict[str, Any]:
+    """What a run's float reductions depend on: torch, its thread count, the CPU and the
+    instruction set its kernels use."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:  # Linux: the model name is what tells two x86 machines apart
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    # the vector instruction set torch's CPU kernels dispatch on (AVX2, AVX512, ...)
+    return {"torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cpu": cpu,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     from dm_ssl.config import validate
     from dm_ssl.run import prepare_run, set_seed
@@ -80,6 +111,35 @@ def fmt(values: List[float], scale: float = 100.0) -> str:
     values = [v * scale for v in values]
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):6.2f} ± {std:5.2f}"
+
+
+def mean_std(values: List[float], scale: float = 100.0) -> str:
+    """``mean ± std`` (sample std; 0 for one value) of ``values × scale``, 2 decimals."""
+    values = [v * scale for v in values]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.2f} ± {std:.2f}"
+
+
+def markdown_table(results: Dict[str, List[Dict[str, Any]]]) -> str:
+    """The docs' demo table from ``demo.json``'s results (scripts/docs_tables.py renders the
+    README's and docs/results.md's copy with it): mean ± std over seeds, the best mean of each
+    accuracy column in bold."""
+    def mean(values: List[float]) -> float:
+        return round(statistics.fmean(values) * 100, 2)
+
+    top = {k: max(mean([r[k] for r in runs]) for runs in results.values())
+           for k in ("final", "best")}
+    out = ["| method | final acc (%) | best acc (%) | mask ratio | L_lu mask ratio |",
+           "|---|---|---|---|---|"]
+    for name, runs in results.items():
+        accs = []
+        for k in ("final", "best"):
+            text = mean_std([r[k] for r in runs])
+            accs.append(f"**{text}**" if mean([r[k] for r in runs]) == top[k] else text)
+        mix = [r["mix_mask"] for r in runs if r["mix_mask"] is not None]
+        out.append(f"| {name} | {accs[0]} | {accs[1]} | {mean_std([r['mask'] for r in runs], 1)}"
+                   f" | {mean_std(mix, 1) if mix else '–'} |")
+    return "\n".join(out) + "\n"
 
 
 def plot(results: Dict[str, List[Dict[str, Any]]], path: Path) -> None:
@@ -112,24 +172,31 @@ def main() -> None:
     ap.add_argument("--num-labels", type=int, default=50)
     ap.add_argument("--out", default=None,
                     help="output folder (default: runs/demo-<date>-<time>, never reused)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config key for every run, as dm-ssl train --set "
+                         "(e.g. augment_on=device); repeatable")
     ap.add_argument("--verbose", action="store_true",
                     help="semilearn's log lines on the terminal too (always in each log.txt)")
     args = ap.parse_args()
     from dm_ssl.cli import quiet_third_party_warnings
+    from dm_ssl.config import ConfigError, apply_overrides
 
     quiet_third_party_warnings()
+    try:
+        overrides = apply_overrides({}, args.overrides)
+    except ConfigError as err:
+        ap.error(str(err))
     out = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     if out.exists() and any(out.iterdir()):  # never overwrite earlier results
         ap.error(f"--out {out} is not empty; choose another folder")
     t0 = time.time()
     results: Dict[str, List[Dict[str, Any]]] = {}
-    for name, method in METHODS.items():
+    for name in METHODS:
         for seed in args.seeds:
-            slug = name.lower().replace(" ", "_").replace("+", "").replace("(", "")
-            cfg = {**base_config(args.iters, args.num_labels), **method, "seed": seed,
-                   "save_dir": str(out), "save_name": f"{slug.replace(')', '')}_s{seed}",
-                   "verbose": args.verbose}
-            results.setdefault(name, []).append(run_one(cfg))
+            cfg = method_config(name, seed, args.iters, args.num_labels, out, args.verbose)
+            start = time.time()
+            results.setdefault(name, []).append({**run_one({**cfg, **overrides}),
+                                                 "seconds": round(time.time() - start, 1)})
             r = results[name][-1]
             print(f"  {name:<24} seed {seed}: final {r['final'] * 100:.2f}  "
                   f"best {r['best'] * 100:.2f}  ({time.time() - t0:.0f} s)", flush=True)
@@ -143,7 +210,11 @@ def main() -> None:
               f"{fmt([r['best'] for r in runs]):>16} {fmt([r['mask'] for r in runs], 1):>16} "
               f"{fmt(mix, 1) if mix else '-':>16}")
     plot(results, out / "demo_accuracy.png")
-    (out / "demo.json").write_text(json.dumps(results, indent=1))
+    meta = {"command": "bash scripts/run.sh " + " ".join(sys.argv[1:]), "seeds": args.seeds,
+            "iters": args.iters, "num_labels": args.num_labels, "set": overrides,
+            "seconds": round(time.time() - t0), "date": time.strftime("%Y-%m-%d"), **machine()}
+    # the run record the docs' demo table is rendered from (scripts/docs_tables.py)
+    (out / "demo.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     print(f"\nplot: {out / 'demo_accuracy.png'}; per-run numbers: {out / 'demo.json'}")
 
 

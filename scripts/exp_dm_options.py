@@ -8,7 +8,9 @@ Two data sets, both offline: the digits demo (its settings; the default), or ``-
 the colour digits of ``make_colour_digits.py`` (``plain`` style, written to DIR when missing)
 read through the CIFAR-10 reader at 32×32 RGB with the demo's optimiser, 3 input channels and
 ``--img-size`` (32). Prints one Markdown table of mean ± std of the final and best test
-accuracy and both mask ratios (the last 20 % of the run), and writes ``<out>/dm_options.json``.
+accuracy and both mask ratios (the last 20 % of the run), and writes ``<out>/dm_options.json``
+(the settings and every run's numbers; the docs' DM-options tables are rendered from copies of it
+under ``docs/records/`` by ``scripts/docs_tables.py``, with :func:`markdown_table`).
 
     .venv/bin/python scripts/exp_dm_options.py [--seeds 0 1 2] [--iters 300] [--only dm ...]
     .venv/bin/python scripts/exp_dm_options.py --colour data/colour_digits --num-labels 250 \
@@ -18,14 +20,19 @@ accuracy and both mask ratios (the last 20 % of the run), and writes ``<out>/dm_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_digits import base_config, fmt, run_one  # noqa: E402  (same folder)
+from demo_digits import base_config, machine, mean_std, run_one  # noqa: E402  (same folder)
 
 from dm_ssl.experiments.grids import DM_KEYS  # noqa: E402
 
@@ -60,6 +67,27 @@ def ensure_colour_digits(root: Path) -> Path:
     return root
 
 
+@contextlib.contextmanager
+def runner(jobs: int, threads: Optional[int]):
+    """``submit(cfg) -> future`` of :func:`run_one`: in this process one at a time, or
+    ``jobs`` at a time in spawned processes (a fresh interpreter each: the same numbers as
+    in-process runs with the same thread count)."""
+    if jobs <= 1:
+        if threads:
+            torch.set_num_threads(threads)
+
+        def now(cfg: Dict[str, Any]) -> Future:  # in the main thread (signal handlers), in order
+            future: Future = Future()
+            future.set_result(run_one(cfg))
+            return future
+
+        yield now
+        return
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(threads or 1,)) as pool:
+        yield lambda cfg: pool.submit(run_one, cfg)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -69,35 +97,69 @@ def main() -> None:
     ap.add_argument("--colour", type=Path, default=None,
                     help="run on the colour digits in this folder (written when missing)")
     ap.add_argument("--img-size", type=int, default=32, help="with --colour: the input side")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config key for every run, as dm-ssl train --set "
+                         "(e.g. augment_on=device); repeatable")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads per run (default: torch's); the float reductions, so "
+                         "the numbers, depend on it")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at a time, each in a spawned process (as tests/test_dm_guard.py)")
     ap.add_argument("--out", default=None, help="default: runs/dm-options-<date>-<time>")
     args = ap.parse_args()
     out = Path(args.out or time.strftime("runs/dm-options-%Y%m%d-%H%M%S"))
     if out.exists() and any(out.iterdir()):
         ap.error(f"--out {out} is not empty; choose another folder")
+    from dm_ssl.config import ConfigError, apply_overrides
+
+    try:
+        overrides = apply_overrides({}, args.overrides)
+    except ConfigError as err:
+        ap.error(str(err))
     variants = {k: v for k, v in VARIANTS.items()
                 if not args.only or any(s in k for s in args.only)}
-    results: Dict[str, List[Dict[str, Any]]] = {}
-    t0 = time.time()
+    configs = {}
     for i, (name, opts) in enumerate(variants.items()):
         for seed in args.seeds:
             cfg = base_config(args.iters, args.num_labels)
             if args.colour is not None:
                 cfg = colour_config(cfg, ensure_colour_digits(args.colour), args.img_size)
-            cfg = {**cfg, **opts, "seed": seed, "save_dir": str(out), "save_name": f"v{i}_s{seed}"}
-            r = run_one(cfg)
+            configs[name, seed] = {**cfg, **opts, **overrides, "seed": seed,
+                                   "save_dir": str(out), "save_name": f"v{i}_s{seed}"}
+    t0 = time.time()
+    with runner(args.jobs, args.threads) as submit:
+        futures = {key: submit(cfg) for key, cfg in configs.items()}
+        results: Dict[str, List[Dict[str, Any]]] = {}
+        for (name, seed), future in futures.items():
+            r = future.result()
             results.setdefault(name, []).append(r)
             print(f"  {name:<30} seed {seed}: final {r['final'] * 100:.2f}  best "
                   f"{r['best'] * 100:.2f}  ({time.time() - t0:.0f} s)", flush=True)
     data = "digits" if args.colour is None else f"colour digits at {args.img_size} px"
+    meta = {"command": "scripts/exp_dm_options.py " + " ".join(sys.argv[1:]), "data": data,
+            "seeds": args.seeds, "iters": args.iters, "num_labels": args.num_labels,
+            "set": overrides,
+            "seconds": round(time.time() - t0), "date": time.strftime("%Y-%m-%d"), **machine(),
+            "jobs": args.jobs}
+    if args.threads or args.jobs > 1:  # what the runs used, not this process
+        meta["torch_threads"] = args.threads or 1
+    record = {"meta": meta, "results": results}
     print(f"\n{data}, {args.num_labels} labels, {args.iters} iterations, seeds {args.seeds}\n")
-    print("| variant | final acc (%) | best acc (%) | mask ratio | L_lu mask ratio |")
-    print("|---|---|---|---|---|")
-    for name, runs in results.items():
-        mix = [r["mix_mask"] for r in runs if r["mix_mask"] is not None]
-        print(f"| {name} | {fmt([r['final'] for r in runs])} | {fmt([r['best'] for r in runs])}"
-              f" | {fmt([r['mask'] for r in runs], 1)} | {fmt(mix, 1) if mix else '–'} |")
-    (out / "dm_options.json").write_text(json.dumps(results, indent=1))
+    print(markdown_table(record))
+    (out / "dm_options.json").write_text(json.dumps(record, indent=1))
 
+
+def markdown_table(record: Dict[str, Any]) -> str:
+    """``dm_options.json``'s table: per variant, mean ± std over seeds of the final and best
+    test accuracy (%) and of both mask ratios."""
+    out = ["| variant | final acc (%) | best acc (%) | mask ratio | L_lu mask ratio |",
+           "|---|---|---|---|---|"]
+    for name, runs in record["results"].items():
+        mix = [r["mix_mask"] for r in runs if r["mix_mask"] is not None]
+        cells = [mean_std([r["final"] for r in runs]), mean_std([r["best"] for r in runs]),
+                 mean_std([r["mask"] for r in runs], 1), mean_std(mix, 1) if mix else "–"]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
 
 if __name__ == "__main__":
     main()

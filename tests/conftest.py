@@ -1,5 +1,18 @@
+import os
+
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    # Under pytest-xdist each worker gets its share of the cores (1 thread each for -n 2 on 2
+    # cores), and so do the subprocesses it starts: torch's default of one thread per core in
+    # every worker oversubscribes the CPU, and its threads then spin and wait on each other.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ.setdefault("OMP_NUM_THREADS", threads)
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)
@@ -8,8 +21,9 @@ def _deterministic():
     yield
 
 
-# The slowest tests (subprocess training runs of a minute or more each) go first, so that under
-# `pytest -n 2` (scripts/test.sh) the workers start them early instead of ending on one of them.
+# Tests marked slow (subprocess training runs; `-m "not slow"` leaves them out) go first, the
+# longest of them first of all, so that under `pytest -n 2` (scripts/test.sh) the workers start
+# them early instead of ending on one of them.
 _SLOW_FIRST = ("test_dm_guard.py", "test_exact_resume.py", "test_distributed.py",
                "test_sweep.py::test_sweep_interrupted", "test_sweep.py::test_submitit")
 
@@ -19,6 +33,6 @@ def pytest_collection_modifyitems(config, items):
         for i, key in enumerate(_SLOW_FIRST):
             if key in item.nodeid:
                 return i
-        return len(_SLOW_FIRST)
+        return len(_SLOW_FIRST) + (item.get_closest_marker("slow") is None)
 
     items.sort(key=rank)  # stable: the rest keep their order

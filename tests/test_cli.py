@@ -66,6 +66,7 @@ def test_set_values_are_typed():
     assert validate({"algorithm": "fixmatch", "lr": "3e-2"})["lr"] == pytest.approx(0.03)
 
 
+@pytest.mark.slow
 def test_train_resume_refuse_and_eval_on_cifar_layout(tmp_path, capsys):
     data = tmp_path / "data"
     write_cifar10(data, per_batch=10)
@@ -109,6 +110,7 @@ def test_train_resume_refuse_and_eval_on_cifar_layout(tmp_path, capsys):
     assert "cifar-10" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_digits_host_and_dm_from_the_cli(tmp_path):
     cfg = tmp_path / "digits.yaml"
     cfg.write_text(yaml.safe_dump({"algorithm": "flexmatch_dm", "dataset": "digits",
@@ -118,6 +120,7 @@ def test_digits_host_and_dm_from_the_cli(tmp_path):
     assert (tmp_path / "flexmatch_dm_digits" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_supervised_mixup_data_efficient_from_the_cli(tmp_path):
     data = tmp_path / "data"
     write_cifar10(data, per_batch=10)
@@ -136,6 +139,7 @@ def test_supervised_mixup_data_efficient_from_the_cli(tmp_path):
     assert len(set(counts)) == 1 and 2 <= counts[0] <= 3   # 50 % of 5 per class, balanced
 
 
+@pytest.mark.slow
 def test_every_supervised_config_validates_and_one_runs(tmp_path):
     from .data.cifar_files import write_cifar100
 
@@ -167,6 +171,7 @@ def test_every_supervised_config_validates_and_one_runs(tmp_path):
         assert cli.main(argv) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["imagenet_deit_s_deit_mixup_cutmix_dm_ce",
                                     "imagenet_resnet50_rsb_a3_mixup_cutmix_dm_bce",
                                     "imagenet_resnet50_rsb_a3_samix_dm_bce"])
@@ -195,6 +200,7 @@ def test_imagenet_recipes_run_from_their_configs(tmp_path, recipe):
         assert used[key] == shipped[key]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe,net,options", [
     ("imagenet_swin_t_deit_samix_dm_ce", "timm/swin_tiny_patch4_window7_224",
      "{img_size: 32, window_size: 2, embed_dim: 8, depths: [1, 1, 1, 1], "
@@ -261,6 +267,7 @@ def test_a_missing_cuda_device_is_named():
     check_device("cpu", "device")
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_and_says_so(tmp_path, capsys):
     """issue #13: NaN/inf stops at once naming the iteration and term; results.json says
     failed; the checkpoints written before are left as they were."""
@@ -286,6 +293,7 @@ def test_a_non_finite_loss_stops_the_run_and_says_so(tmp_path, capsys):
                if torch.is_tensor(v) and v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_a_run_that_ends_early_is_not_reported_as_finished(tmp_path, capsys, monkeypatch):
     """issue #14: whatever ends the loop before num_train_iter, exit != 0 and
     results.json says interrupted with the iteration reached."""
@@ -322,6 +330,7 @@ def _digits_run(tmp_path, **over):
     return argv, tmp_path / "runs" / "fixmatch_dm_digits"
 
 
+@pytest.mark.slow
 def test_run_records_metrics_and_a_truncated_latest_checkpoint(tmp_path, capsys):
     """issue #10: run.json / metrics.jsonl / results.json say what the run is and measured;
     a truncated latest checkpoint is reported and the previous one resumes the run."""
@@ -357,6 +366,7 @@ def test_run_records_metrics_and_a_truncated_latest_checkpoint(tmp_path, capsys)
     assert "no readable checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capsys):
     """issue #14: resuming with another net is refused before config.yaml (or anything else
     of the run's record) is rewritten."""
@@ -377,6 +387,7 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capsys):
     assert "config.yaml" not in after and after["run.json"] == before["run.json"]
 
 
+@pytest.mark.slow
 def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
     """issue #13/#14: disk full while a checkpoint is written: one message, exit 1, the
     previous checkpoint intact, no partial file left, results.json says failed."""
@@ -405,6 +416,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, capsys, monk
     assert results["status"] == "failed" and "No space left" in results["reason"]
 
 
+@pytest.mark.slow
 def test_a_run_is_quiet_on_the_terminal_and_verbose_on_request(tmp_path, capsys):
     """semilearn's log lines go to log.txt only (--verbose: the terminal too), no third-party
     warning is printed, stdout is one JSON line; --debug shows a traceback instead of one
@@ -443,6 +455,7 @@ def test_a_run_is_quiet_on_the_terminal_and_verbose_on_request(tmp_path, capsys)
         cli.main(argv + ["--debug"])
 
 
+@pytest.mark.slow
 def test_a_shortened_run_fits_epoch_and_intervals_and_says_so(tmp_path, capsys):
     """USB's schedule (2^20 iterations in 1024 epochs, evaluation every 5120) with
     --set num_train_iter=6: epoch and intervals follow, in one line; keys set by the user win."""
@@ -474,6 +487,7 @@ def test_a_shortened_run_fits_epoch_and_intervals_and_says_so(tmp_path, capsys):
     assert out["epoch"] == 3                        # 1024 iterations per epoch, as the file
 
 
+@pytest.mark.slow
 def test_eval_needs_neither_the_imagenet_file_nor_the_training_directory(tmp_path, capsys,
                                                                          monkeypatch):
     """config.yaml records paths absolute, and eval rebuilds the net without the ImageNet
@@ -529,6 +543,7 @@ def test_robustness_measures_read_the_centre_of_ten_crops():
     assert torch.equal(x, plain)
 
 
+@pytest.mark.slow
 def test_a_run_that_scores_zero_still_has_a_best_checkpoint(tmp_path, monkeypatch):
     """semilearn keeps an evaluation only if it beats 0.0: a run scoring 0 % everywhere (a
     broken first try, a tiny debug run) used to write no model_best.pth and report best_it 1.
@@ -545,6 +560,7 @@ def test_a_run_that_scores_zero_still_has_a_best_checkpoint(tmp_path, monkeypatc
     assert (run / "model_best.pth").is_file()
 
 
+@pytest.mark.slow
 def test_softmatch_checkpoints_evaluate_and_resume(tmp_path, capsys):
     """SoftMatch's get_save_dict reads DistAlignHook.p_model, None on a freshly built model:
     listing the keys to restore used to fail every eval and resume of softmatch(_dm). And

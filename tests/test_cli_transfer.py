@@ -56,6 +56,7 @@ def test_finegrained_transform_keys_are_checked():
                       "randaugment_views": "weak"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alg,extra", [
     ("selftuning_dm", ["ten_crop=true", "st_queue_size=2", "st_proj_dim=8"]),
     ("fixmatch_dm", []),

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 pytest.importorskip("semilearn")
+pytestmark = pytest.mark.slow  # subprocess training runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,16 @@ def train_two_processes(cfg: Path, save_dir: Path) -> None:
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
 
 
+def evaluate(capsys, *argv: str) -> subprocess.CompletedProcess:
+    """``dm-ssl eval ARGV...`` in this process (the same code as the command, no start-up)."""
+    from dm_ssl import cli
+
+    capsys.readouterr()
+    code = cli.main(["eval", *argv])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent /
                     "torchrun").exists(), reason="torchrun not installed")
 @pytest.mark.parametrize("alg,extra", [
@@ -34,7 +45,7 @@ def train_two_processes(cfg: Path, save_dir: Path) -> None:
     ("fixmatch_dm", {"dm_mixer": "samix", "dm_w_ll": 1.0}),  # a Mix Block in the SSL term
     ("fixmatch_dm", {"augment_on": "device"}),  # each process augments its shard on its device
 ])
-def test_torchrun_two_processes_cpu(tmp_path, alg, extra):
+def test_torchrun_two_processes_cpu(tmp_path, capsys, alg, extra):
     cfg = tmp_path / "ddp.yaml"
     cfg.write_text(yaml.safe_dump({
         **extra, "algorithm": alg, "dataset": "digits", "num_labels": 20, "net": "small_cnn",
@@ -47,10 +58,8 @@ def test_torchrun_two_processes_cpu(tmp_path, alg, extra):
     assert results["final_it"] == 4
     assert yaml.safe_load((run / "config.yaml").read_text())["batch_size"] == 8  # global
     assert not list(run.glob("*.tmp"))
-    # the DDP checkpoint evaluates on a single process
-    ev = subprocess.run([sys.executable, "-m", "dm_ssl.cli", "eval", "--checkpoint",
-                         str(run / "latest_model.pth"), "--device", "cpu"],
-                        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    # the DDP checkpoint evaluates on a single process (this one)
+    ev = evaluate(capsys, "--checkpoint", str(run / "latest_model.pth"), "--device", "cpu")
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert json.loads(ev.stdout.strip().splitlines()[-1])["iteration"] == 4
 
@@ -79,7 +88,7 @@ def test_torchrun_supervised_puzzlemix_with_repeated_augmentation(tmp_path):
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent /
                     "torchrun").exists(), reason="torchrun not installed")
-def test_torchrun_learned_mixer_then_mixed_eval(tmp_path):
+def test_torchrun_learned_mixer_then_mixed_eval(tmp_path, capsys):
     """AutoMix's Mix Block and momentum encoder inside the DDP model (the Mix Block's loss
     does not pass through DDP's forward), then `dm-ssl eval --mixed automix` with the trained
     Mix Block on one process; a learned mixer the run did not train is refused."""
@@ -94,10 +103,8 @@ def test_torchrun_learned_mixer_then_mixed_eval(tmp_path):
     run = tmp_path / "runs" / "supervised_mixup_digits"
     assert json.loads((run / "results.json").read_text())["final_it"] == 4
     for mixer, ok in (("automix", True), ("samix", False)):
-        ev = subprocess.run([sys.executable, "-m", "dm_ssl.cli", "eval", "--checkpoint",
-                             str(run / "latest_model.pth"), "--device", "cpu",
-                             "--mixed", mixer],
-                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+        ev = evaluate(capsys, "--checkpoint", str(run / "latest_model.pth"), "--device", "cpu",
+                      "--mixed", mixer)
         if ok:
             assert ev.returncode == 0, ev.stderr[-3000:]
             out = json.loads(ev.stdout.strip().splitlines()[-1])

@@ -161,10 +161,9 @@ def _wrong_weights(tmp: Path) -> Path:
     return path
 
 
-#: the rows run as a real ``dm-ssl`` process (one per kind of failure: data, key, file, eval);
-#: the others call ``cli.main`` in this process, the same code without a ~5 s start each
-AS_PROCESS = ("missing data", "unknown key", "YAML syntax error", "config is a directory",
-              "missing checkpoint at eval")
+#: the rows run as a real ``dm-ssl`` process (a training config's data and key, an eval's
+#: checkpoint); the others call ``cli.main`` in this process, the same code without a start each
+AS_PROCESS = ("missing data", "unknown key", "missing checkpoint at eval")
 
 
 def in_process(argv, capsys) -> subprocess.CompletedProcess:
@@ -176,7 +175,8 @@ def in_process(argv, capsys) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(argv, code, out, err)
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in AS_PROCESS
+                                  else c for c in CASES])
 def test_each_bad_input_is_one_clear_line(tmp_path, capsys, case):
     build, names = CASES[case]
     argv = build(tmp_path)
@@ -187,6 +187,7 @@ def test_each_bad_input_is_one_clear_line(tmp_path, capsys, case):
     assert not (tmp_path / "new").exists()          # a refused command makes no run directory
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_never_changed_by_a_refused_command(finished_run, tmp_path, capsys):
     tmp, run = finished_run
     before = hashes(run)
@@ -226,6 +227,7 @@ def test_an_existing_run_is_never_changed_by_a_refused_command(finished_run, tmp
     assert hashes(run) == before
 
 
+@pytest.mark.slow
 def test_truncated_checkpoints_are_named_at_eval_and_at_resume(finished_run, tmp_path):
     import shutil
 
@@ -241,6 +243,7 @@ def test_truncated_checkpoints_are_named_at_eval_and_at_resume(finished_run, tmp
                           "--save-dir", str(tmp_path / "runs")), "latest_model.pth")
 
 
+@pytest.mark.slow
 def test_a_damaged_image_mid_run_fails_the_run_in_one_line(tmp_path):
     """A file that breaks while the run trains (here in a data-loader worker): exit 1, one line
     naming the file (not the worker's traceback) and the iteration, results.json says failed."""
@@ -266,6 +269,7 @@ def test_a_damaged_image_mid_run_fails_the_run_in_one_line(tmp_path):
     assert ("run the same command again" in line) == (not has_ckpt)
 
 
+@pytest.mark.slow
 def test_nan_mid_run_fails_the_run_and_says_where(tmp_path):
     proc = dm_ssl("train", "--config", str(config(tmp_path, {**DIGITS, "lr": 1e30,
                                                              "num_train_iter": 4})),

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 pytest.importorskip("semilearn")
+pytestmark = pytest.mark.slow  # subprocess training runs
 
 from dm_ssl import records  # noqa: E402
 

@@ -80,6 +80,7 @@ def _main_sweep(capsys, runs, *args):
     return code, capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sweep_interrupted_then_rerun_finishes_only_what_is_missing(tmp_path, capsys,
                                                                    monkeypatch):
     monkeypatch.setenv("PYTHONWARNINGS", "ignore")
@@ -145,6 +146,7 @@ def test_sweep_interrupted_then_rerun_finishes_only_what_is_missing(tmp_path, ca
     assert any("top_1_acc" in p.name for p in plots.iterdir())
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_requeues_a_preempted_run_which_resumes(tmp_path):
     submitit = pytest.importorskip("submitit")  # noqa: F841
     table = get_table("digits_smoke")
@@ -166,6 +168,7 @@ def test_submitit_local_executor_requeues_a_preempted_run_which_resumes(tmp_path
     assert not (run / sweep.LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_ablation_tables_carry_their_parameter_to_the_report_plot(tmp_path):
     eta = get_table("eta")
     assert {c.param for c in eta.cells if c.param} == {("eta", v) for v in (0.01, 0.05, 0.1,
@@ -206,6 +209,7 @@ def test_ablation_tables_carry_their_parameter_to_the_report_plot(tmp_path):
                         "sub": "cub200 50% subset resnet50", "ssl": "cub200 40 labels resnet50"}
 
 
+@pytest.mark.slow
 def test_figure_a1_table_sweeps_and_reports_the_mixed_accuracies(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PYTHONWARNINGS", "ignore")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

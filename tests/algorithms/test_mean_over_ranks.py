@@ -20,6 +20,7 @@ def _worker(rank: int, init: str, out: dict) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_logged_losses_are_the_mean_of_the_ranks(tmp_path):
     out = mp.Manager().dict()
     mp.spawn(_worker, args=(f"file://{tmp_path / 'pg'}", out), nprocs=2, join=True)

@@ -17,6 +17,7 @@ from dm_ssl.data import (
 )
 
 
+@pytest.mark.slow
 def test_importing_dm_ssl_data_does_not_import_semilearn():
     code = ("import sys, dm_ssl.data; "
             "assert 'semilearn' not in sys.modules; "

@@ -175,6 +175,7 @@ def test_tinyimagenet_on_the_device_is_decoded_once(tmp_path):
         device_stream(other, sampler, 3, torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_supervised_training_on_the_device_from_the_cli(tmp_path, monkeypatch):
     """supervised_mixup's training stream is a DeviceBatches (plain and repeated_aug), the
     run trains, and evaluating it copies no training image to the device."""
@@ -201,6 +202,7 @@ def test_supervised_training_on_the_device_from_the_cli(tmp_path, monkeypatch):
         results["final_acc"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alg", ["fixmatch_dm", "flexmatch", "softmatch_dm"])
 def test_training_on_the_device_from_the_cli(tmp_path, capsys, alg):
     """Hosts and DM algorithms read the device batches unchanged; exact resume is in

@@ -303,6 +303,7 @@ def test_learned_mixers_on_transformers(kind, name):
     assert grid.shape == (2, 3, 2, 2) and torch.equal(grid[0, :, 0, 1], tokens[0, 2])
 
 
+@pytest.mark.slow
 def test_switch_off_skips_the_mix_blocks_mixup_loss_as_often_as_asked():
     net, mixer = _setup(switch_off=0.5)
     x, y = _batch()
