@@ -90,6 +90,24 @@ def machine() -> Dict[str, Any]:
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
+def add_set_option(ap: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` (repeatable): a config key for every run of an experiment script."""
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config key for every run, as dm-ssl train --set "
+                         "(e.g. augment_on=device); repeatable")
+
+
+def set_overrides(ap: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, Any]:
+    """The ``--set`` pairs as typed values (``dm-ssl train --set``'s parser); a malformed
+    pair is the parser's one-line error."""
+    from dm_ssl.config import ConfigError, apply_overrides
+
+    try:
+        return apply_overrides({}, args.overrides)
+    except ConfigError as err:
+        ap.error(str(err))
+
+
 def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     from dm_ssl.config import validate
     from dm_ssl.run import prepare_run, set_seed
@@ -172,20 +190,14 @@ def main() -> None:
     ap.add_argument("--num-labels", type=int, default=50)
     ap.add_argument("--out", default=None,
                     help="output folder (default: runs/demo-<date>-<time>, never reused)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="a config key for every run, as dm-ssl train --set "
-                         "(e.g. augment_on=device); repeatable")
+    add_set_option(ap)
     ap.add_argument("--verbose", action="store_true",
                     help="semilearn's log lines on the terminal too (always in each log.txt)")
     args = ap.parse_args()
     from dm_ssl.cli import quiet_third_party_warnings
-    from dm_ssl.config import ConfigError, apply_overrides
 
     quiet_third_party_warnings()
-    try:
-        overrides = apply_overrides({}, args.overrides)
-    except ConfigError as err:
-        ap.error(str(err))
+    overrides = set_overrides(ap, args)
     out = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     if out.exists() and any(out.iterdir()):  # never overwrite earlier results
         ap.error(f"--out {out} is not empty; choose another folder")

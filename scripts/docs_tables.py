@@ -84,25 +84,19 @@ def sweep_table(name: str) -> str:
     return rp.render(cells, left_out, "md", title=table.title, metric=table.metric)
 
 
-def _pm(values: List[float]) -> str:
-    import statistics
-
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {std:.2f}"
-
-
 def demo_parity(a: str = "demo.json", b: str = "demo_device.json") -> str:
     """Two demo records side by side (the same runs, ``augment_on`` loader / device): final
     accuracy, mask ratio and seconds per run of each SSL method."""
+    mean_std = _script("demo_digits").mean_std
     ra, rb = _record(a)["results"], _record(b)["results"]
     out = ["| method | `loader` final acc | `device` final acc | `loader` mask ratio | "
            "`device` mask ratio | s / run (loader → device) |", "|---|---|---|---|---|---|"]
     for name in ra:
         x, y = ra[name], rb[name]
         secs = [sum(r["seconds"] for r in runs) / len(runs) for runs in (x, y)]
-        out.append(f"| {name} | {_pm([r['final'] * 100 for r in x])} | "
-                   f"{_pm([r['final'] * 100 for r in y])} | {_pm([r['mask'] for r in x])} | "
-                   f"{_pm([r['mask'] for r in y])} | {secs[0]:.1f} → {secs[1]:.1f} |")
+        out.append(f"| {name} | {mean_std([r['final'] for r in x])} | "
+                   f"{mean_std([r['final'] for r in y])} | {mean_std([r['mask'] for r in x], 1)}"
+                   f" | {mean_std([r['mask'] for r in y], 1)} | {secs[0]:.1f} → {secs[1]:.1f} |")
     return "\n".join(out) + "\n"
 
 
@@ -113,12 +107,13 @@ def sweep_parity(name: str, a: str, b: str, labels: Tuple[str, ...]) -> str:
     from dm_ssl.experiments import report as rp
     from dm_ssl.experiments.tables import get_table
 
+    mean_std = _script("demo_digits").mean_std
     table = get_table(name)
     sides = [rp.aggregate(rp.load_runs([RECORDS / d]), table)[0] for d in (a, b)]
     head = [f"{label} {side}" for label in labels for side in (a, b)]
     out = ["| trained with | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for ca, cb in zip(*sides):
-        cells = [_pm(c.values if label == "top-1" else c.extras[label])
+        cells = [mean_std(c.values if label == "top-1" else c.extras[label], 1)  # already %
                  for label in labels for c in (ca, cb)]
         out.append(f"| {ca.method} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
@@ -192,9 +187,9 @@ def stale(files: Optional[List[Path]] = None) -> List[str]:
         for name, body in blocks(path.read_text()):
             render = renderer(name)
             if render is None:
-                files = TABLES[name][0] if name in TABLES else (name,)
+                needed = TABLES[name][0] if name in TABLES else (name,)
                 out.append(f"{path.name}: {name} (no records: "
-                           + ", ".join(f"docs/records/{f}" for f in files) + ")")
+                           + ", ".join(f"docs/records/{f}" for f in needed) + ")")
                 continue
             if name not in rendered:
                 rendered[name] = render()

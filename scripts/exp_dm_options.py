@@ -32,7 +32,14 @@ from typing import Any, Dict, List, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_digits import base_config, machine, mean_std, run_one  # noqa: E402  (same folder)
+from demo_digits import (  # noqa: E402  (same folder)
+    add_set_option,
+    base_config,
+    machine,
+    mean_std,
+    run_one,
+    set_overrides,
+)
 
 from dm_ssl.experiments.grids import DM_KEYS  # noqa: E402
 
@@ -97,9 +104,7 @@ def main() -> None:
     ap.add_argument("--colour", type=Path, default=None,
                     help="run on the colour digits in this folder (written when missing)")
     ap.add_argument("--img-size", type=int, default=32, help="with --colour: the input side")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="a config key for every run, as dm-ssl train --set "
-                         "(e.g. augment_on=device); repeatable")
+    add_set_option(ap)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads per run (default: torch's); the float reductions, so "
                          "the numbers, depend on it")
@@ -110,12 +115,7 @@ def main() -> None:
     out = Path(args.out or time.strftime("runs/dm-options-%Y%m%d-%H%M%S"))
     if out.exists() and any(out.iterdir()):
         ap.error(f"--out {out} is not empty; choose another folder")
-    from dm_ssl.config import ConfigError, apply_overrides
-
-    try:
-        overrides = apply_overrides({}, args.overrides)
-    except ConfigError as err:
-        ap.error(str(err))
+    overrides = set_overrides(ap, args)
     variants = {k: v for k, v in VARIANTS.items()
                 if not args.only or any(s in k for s in args.only)}
     configs = {}

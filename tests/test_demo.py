@@ -61,9 +61,8 @@ def test_mixed_accuracy_experiment_smoke(tmp_path, monkeypatch, capsys):
     import json
 
     out = tmp_path / "mixed"
-    proc = run_script("exp_mixed_accuracy", "--seeds", "0",
-         "--iters", "4", "--out", str(out),
-                        monkeypatch=monkeypatch, capsys=capsys)
+    proc = run_script("exp_mixed_accuracy", "--seeds", "0", "--iters", "4", "--out", str(out),
+                      monkeypatch=monkeypatch, capsys=capsys)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "mixed_accuracy.json").read_text())
     assert set(results) == {"no mixing", "mixup MCE", "mixup DM(CE) η=0.1", "mixup DM(CE) η=1",
@@ -93,10 +92,10 @@ def test_dm_options_experiment_smoke(tmp_path, monkeypatch, capsys):
     import json
 
     out = tmp_path / "opts"
-    proc = run_script("exp_dm_options", "--seeds", "0",
-         "--iters", "4", "--only", "FixMatch", "all official", "--out", str(out),
-         "--colour", str(tmp_path / "colour"), "--img-size", "16", "--num-labels", "20",
-                        monkeypatch=monkeypatch, capsys=capsys)
+    proc = run_script("exp_dm_options", "--seeds", "0", "--iters", "4", "--only", "FixMatch",
+                      "all official", "--out", str(out), "--colour", str(tmp_path / "colour"),
+                      "--img-size", "16", "--num-labels", "20", monkeypatch=monkeypatch,
+                      capsys=capsys)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "colour" / "cifar-10-batches-py" / "test_batch").exists()
     record = json.loads((out / "dm_options.json").read_text())
@@ -110,10 +109,9 @@ def test_dm_options_experiment_smoke(tmp_path, monkeypatch, capsys):
 
 
 def test_ll_gradients_experiment_smoke(tmp_path, monkeypatch, capsys):
-    proc = run_script("exp_ll_gradients", "--colour",
-         str(tmp_path / "colour"), "--iters", "3", "--every", "2", "--num-labels", "20",
-         "--out", str(tmp_path / "out"),
-                        monkeypatch=monkeypatch, capsys=capsys)
+    proc = run_script("exp_ll_gradients", "--colour", str(tmp_path / "colour"), "--iters", "3",
+                      "--every", "2", "--num-labels", "20", "--out", str(tmp_path / "out"),
+                      monkeypatch=monkeypatch, capsys=capsys)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line[:4].strip().isdigit()]
     assert [r[0] for r in rows] == ["0", "2"] and all(len(r) == 6 for r in rows)
@@ -129,9 +127,8 @@ def test_mixed_accuracy_learned_set_smoke(tmp_path, monkeypatch, capsys):
     import json
 
     out = tmp_path / "learned"
-    proc = run_script("exp_mixed_accuracy", "--seeds", "0",
-         "--iters", "3", "--set", "learned", "--out", str(out),
-                        monkeypatch=monkeypatch, capsys=capsys)
+    proc = run_script("exp_mixed_accuracy", "--seeds", "0", "--iters", "3", "--set", "learned",
+                      "--out", str(out), monkeypatch=monkeypatch, capsys=capsys)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "mixed_accuracy.json").read_text())
     assert {"automix MCE", "samix DM(CE) η=1", "mixup MCE"} <= set(results)
@@ -141,9 +138,8 @@ def test_mixed_accuracy_learned_set_smoke(tmp_path, monkeypatch, capsys):
 
 
 def test_bench_augment_smoke(monkeypatch, capsys):
-    proc = run_script("bench_augment", "--batch", "16",
-         "--repeats", "1", "--workers", "1",
-                        monkeypatch=monkeypatch, capsys=capsys)
+    proc = run_script("bench_augment", "--batch", "16", "--repeats", "1", "--workers", "1",
+                      monkeypatch=monkeypatch, capsys=capsys)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if "img/s" in line]
     assert len(rows) == 9 + 2 * int("batched CUDA" in proc.stdout)
