@@ -5,3 +5,7 @@ not import semilearn.
 """
 
 __version__ = "0.1.0"
+
+from . import lazy_imports as _lazy_imports
+
+_lazy_imports.install()  # before anything imports semilearn: see dm_ssl/lazy_imports.py
