@@ -1,8 +1,11 @@
 """A run killed with SIGKILL at a random iteration and resumed is the run never stopped.
 
-Real ``dm-ssl train`` subprocesses on digits (CPU, seeded): the killed-and-resumed run's
-per-iteration losses (``metrics.jsonl``), final weights and results equal the uninterrupted
-run's bit for bit, mid-epoch included, with data-loader workers on.
+A real ``dm-ssl train`` subprocess on digits (CPU, seeded, one thread) is killed; the resumed
+run's per-iteration losses (``metrics.jsonl``), final weights and results equal the
+uninterrupted run's bit for bit, mid-epoch included, with data-loader workers on. The
+uninterrupted run and the resume are the same command run in this process (``cli.main``, one
+torch thread as the subprocess): two interpreter starts fewer per case, and the resume still
+starts from nothing but the killed run's files.
 """
 
 import os
@@ -20,7 +23,7 @@ import yaml
 pytest.importorskip("semilearn")
 pytestmark = pytest.mark.slow  # subprocess training runs
 
-from dm_ssl import records  # noqa: E402
+from dm_ssl import cli, records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"dataset": "digits", "in_channels": 1, "net": "small_cnn", "seed": 3,
@@ -50,10 +53,15 @@ def _env():
     return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
 
 
-def _run(cmd, **kw):
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600, **kw)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out
+def _main(cmd) -> None:
+    """``cmd`` (a ``dm-ssl train`` command line) in this process, with the subprocess' thread
+    count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(cmd[3:]) == 0
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _kill_at(cmd, run_dir: Path, it: int) -> int:
@@ -92,7 +100,7 @@ def _weights(run_dir: Path):
 def test_sigkill_at_a_random_iteration_then_resume_is_bit_identical(tmp_path, name):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({**BASE, **CASES[name]}))
-    _run(_command(config, tmp_path / "straight"))
+    _main(_command(config, tmp_path / "straight"))
     straight = next((tmp_path / "straight").iterdir())
 
     rng = random.Random(os.environ.get("DM_SSL_TEST_SEED", name))
@@ -101,7 +109,7 @@ def test_sigkill_at_a_random_iteration_then_resume_is_bit_identical(tmp_path, na
     reached = _kill_at(_command(config, killed_dir), killed_dir / straight.name, kill_it)
     run = killed_dir / straight.name
     assert reached < BASE["num_train_iter"]
-    _run(_command(config, killed_dir, "--set", "resume=true"))
+    _main(_command(config, killed_dir, "--set", "resume=true"))
 
     assert _losses(run) == _losses(straight)              # every iteration, bit for bit
     for a, b in zip(_weights(run), _weights(straight)):
