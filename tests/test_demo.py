@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("semilearn")
 pytest.importorskip("matplotlib")
@@ -34,7 +35,7 @@ def run_script(name: str, *argv: str, monkeypatch, capsys) -> subprocess.Complet
     return subprocess.CompletedProcess(argv, code, out, err)
 
 
-def test_demo_smoke(tmp_path):
+def test_demo_smoke(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo_digits.py"), "--seeds", "0",
@@ -52,8 +53,8 @@ def test_demo_smoke(tmp_path):
     assert (out / "demo_accuracy.png").stat().st_size > 0
     assert (out / "demo.json").exists()
     # a second run into the same folder is refused: earlier results are never overwritten
-    again = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo_digits.py"), "--out",
-                            str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    # (in this process: the quiet terminal above needed a process of its own, this does not)
+    again = run_script("demo_digits", "--out", str(out), monkeypatch=monkeypatch, capsys=capsys)
     assert again.returncode != 0 and "not empty" in again.stderr
 
 
@@ -74,13 +75,16 @@ def test_mixed_accuracy_experiment_smoke(tmp_path, monkeypatch, capsys):
     assert "| mixup DM(CE) η=1 |" in proc.stdout
 
 
-def test_bench_mixers_smoke():
+def test_bench_mixers_smoke(monkeypatch, capsys):
     from dm_ssl.mixers import MIXERS
 
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_mixers.py"), "--batch", "4", "--size",
-         "16", "--net", "small_cnn", "--classes", "5", "--repeats", "1", "--threads", "1"],
-        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    threads = torch.get_num_threads()  # the script sets --threads in its own process
+    try:
+        proc = run_script("bench_mixers", "--batch", "4", "--size", "16", "--net", "small_cnn",
+                          "--classes", "5", "--repeats", "1", "--threads", "1",
+                          monkeypatch=monkeypatch, capsys=capsys)
+    finally:
+        torch.set_num_threads(threads)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
     assert set(MIXERS) <= lines and "fwd+bwd" in lines
