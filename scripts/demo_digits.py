@@ -90,6 +90,14 @@ def machine() -> Dict[str, Any]:
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
+def same_machine(meta: Dict[str, Any], threads: int) -> bool:
+    """Whether runs here with ``threads`` torch threads reduce floats as the ones recorded with
+    ``meta`` (a record's meta: :func:`machine` when it ran) did, so repeat its numbers bit for
+    bit."""
+    here = {**machine(), "torch_threads": threads}
+    return all(meta.get(k) == v for k, v in here.items())
+
+
 def add_set_option(ap: argparse.ArgumentParser) -> None:
     """``--set KEY=VALUE`` (repeatable): a config key for every run of an experiment script."""
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -15,6 +15,15 @@ def pytest_configure(config):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+@pytest.fixture
+def torch_threads():
+    """``torch.set_num_threads`` for this test; the count it had comes back after it (a
+    test that runs code in this process with a record's or a subprocess' thread count)."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

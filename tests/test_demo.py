@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 pytest.importorskip("semilearn")
 pytest.importorskip("matplotlib")
@@ -75,16 +74,13 @@ def test_mixed_accuracy_experiment_smoke(tmp_path, monkeypatch, capsys):
     assert "| mixup DM(CE) η=1 |" in proc.stdout
 
 
-def test_bench_mixers_smoke(monkeypatch, capsys):
+def test_bench_mixers_smoke(monkeypatch, capsys, torch_threads):
     from dm_ssl.mixers import MIXERS
 
-    threads = torch.get_num_threads()  # the script sets --threads in its own process
-    try:
-        proc = run_script("bench_mixers", "--batch", "4", "--size", "16", "--net", "small_cnn",
-                          "--classes", "5", "--repeats", "1", "--threads", "1",
-                          monkeypatch=monkeypatch, capsys=capsys)
-    finally:
-        torch.set_num_threads(threads)
+    # (torch_threads: the script sets --threads as if the process were its own)
+    proc = run_script("bench_mixers", "--batch", "4", "--size", "16", "--net", "small_cnn",
+                      "--classes", "5", "--repeats", "1", "--threads", "1",
+                      monkeypatch=monkeypatch, capsys=capsys)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
     assert set(MIXERS) <= lines and "fwd+bwd" in lines

@@ -89,28 +89,19 @@ def test_a_hand_edited_results_table_is_stale(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_demo_reproduces_its_record(tmp_path):
+def test_the_demo_reproduces_its_record(tmp_path, torch_threads):
     """One cell of the demo table run again (``FixMatch + DM(CE)``, the record's first seed):
     bit for bit with the record's torch, thread count, CPU and instruction set, else within 5
     points (one seed on another machine: other float reductions, another run)."""
     pytest.importorskip("semilearn")
-    import torch
-
     demo = _script("demo_digits")
     record = json.loads((ROOT / "docs" / "records" / "demo.json").read_text())
     meta, name = record["meta"], "FixMatch + DM(CE)"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(meta["torch_threads"])
-    try:
-        cfg = demo.method_config(name, meta["seeds"][0], meta["iters"], meta["num_labels"],
-                                 tmp_path)
-        got = demo.run_one({**cfg, **meta["set"]})
-        here = demo.machine()
-        same = all(meta.get(k) == v for k, v in here.items())
-    finally:
-        torch.set_num_threads(threads)
+    torch_threads(meta["torch_threads"])
+    cfg = demo.method_config(name, meta["seeds"][0], meta["iters"], meta["num_labels"], tmp_path)
+    got = demo.run_one({**cfg, **meta["set"]})
     want = record["results"][name][0]
-    if same:
+    if demo.same_machine(meta, meta["torch_threads"]):
         assert (got["final"], got["best"], got["mask"]) == \
             (want["final"], want["best"], want["mask"])
     else:
