@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 # one source with the ``digits_demo`` table of ``dm-ssl sweep``
 from dm_ssl.experiments.tables import DIGITS_METHODS as METHODS
@@ -116,7 +116,25 @@ def set_overrides(ap: argparse.ArgumentParser, args: argparse.Namespace) -> Dict
         ap.error(str(err))
 
 
-def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
+class _StopAt(Exception):
+    """Ends a run after a given iteration (its schedule unchanged)."""
+
+
+def stop_at(iteration: int):
+    from semilearn.core.hooks import Hook
+
+    class StopAt(Hook):
+        def after_train_step(self, algorithm):
+            if algorithm.it + 1 >= iteration:
+                raise _StopAt(iteration)
+
+    return StopAt()
+
+
+def run_one(cfg: Dict[str, Any], until: Optional[int] = None) -> Dict[str, Any]:
+    """One run of ``cfg``: its final and best test accuracy, its evaluation curve and its
+    mask ratios. ``until``: end it after that iteration, the schedule still the whole run's,
+    so the curve is the first part of the full run's bit for bit; only ``curve`` is returned."""
     from dm_ssl.config import validate
     from dm_ssl.run import prepare_run, set_seed
 
@@ -124,6 +142,13 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     set_seed(cfg["seed"])
     alg, _, run_dir = prepare_run(cfg)
     alg.register_hook(recorder(), "DemoRecorder", "LOWEST")
+    if until is not None:  # after the recorder: the step's evaluation is on the curve
+        alg.register_hook(stop_at(until), "DemoStopAt", "LOWEST")
+        try:
+            alg.train()
+        except _StopAt:
+            return {"curve": alg.demo_record["curve"]}
+        raise RuntimeError(f"the run ended before iteration {until}")
     alg.train()
     final = alg.evaluate("eval")["eval/top-1-acc"]
     rec = alg.demo_record

@@ -33,8 +33,9 @@ def _deterministic():
 # Tests marked slow (subprocess training runs; `-m "not slow"` leaves them out) go first, the
 # longest of them first of all, so that under `pytest -n 2` (scripts/test.sh) the workers start
 # them early instead of ending on one of them.
-_SLOW_FIRST = ("test_dm_guard.py", "test_exact_resume.py", "test_distributed.py",
-               "test_sweep.py::test_sweep_interrupted", "test_sweep.py::test_submitit")
+_SLOW_FIRST = ("test_sweep.py::test_sweep_interrupted", "test_distributed.py", "test_dm_guard.py",
+               "test_docs.py::test_the_demo_reproduces", "test_exact_resume.py",
+               "test_sweep.py::test_submitit")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,9 +1,19 @@
-"""``dm-ssl train`` with probes on what each process drew and logged; run under torchrun by
-``tests/test_distributed.py``. Writes ``$PROBE_DIR/rank<r>.json``."""
+"""``dm-ssl train`` runs under one torchrun launch, with probes on what each process drew and
+logged; run by ``tests/test_distributed.py`` (one launch for all its runs: each launch costs
+every process an interpreter and dm_ssl's imports).
 
+    torchrun --nproc_per_node=2 tests/ddp_probe.py PLAN.json
+
+PLAN.json: ``[{"name": ..., "argv": [...]}, ...]``, each entry ``dm-ssl ARGV`` in turn in
+every process. Per entry and rank ``r``, next to PLAN.json: ``<name>.rank<r>.json`` (the exit
+code and the probes' records) and ``<name>.rank<r>.out`` / ``.err`` (what it printed).
+"""
+
+import contextlib
 import json
 import os
 import sys
+from pathlib import Path
 
 import dm_ssl.algorithms.driver as driver
 from dm_ssl import cli
@@ -43,8 +53,36 @@ def step_seed(seed, **kwargs):
 driver.mean_over_ranks, mixing.MixingModule.mix = mean_over_ranks, mix
 sampling.SeededDataset.__getitem__, driver.seed_everything = getitem, step_seed
 
+
+@contextlib.contextmanager
+def printed_to(out: Path, err: Path):
+    """The process's stdout and stderr (file descriptors: logging and C code too) into files."""
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(out, "w") as fo, open(err, "w") as fe:
+        os.dup2(fo.fileno(), 1), os.dup2(fe.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+
+
+def main(plan_file: Path) -> int:
+    rank = os.environ["RANK"]
+    for entry in json.loads(plan_file.read_text()):
+        base = f"{plan_file.parent / entry['name']}.rank{rank}"
+        for values in seen.values():
+            values.clear()
+        with printed_to(Path(base + ".out"), Path(base + ".err")):
+            try:
+                code = cli.main(entry["argv"])
+            except SystemExit as exc:  # argparse
+                code = exc.code
+        Path(base + ".json").write_text(json.dumps({"code": code, **seen}))
+    return 0
+
+
 if __name__ == "__main__":
-    code = cli.main(["train", *sys.argv[1:]])
-    with open(os.path.join(os.environ["PROBE_DIR"], f"rank{os.environ['RANK']}.json"), "w") as fh:
-        json.dump(seen, fh)
-    sys.exit(code)
+    sys.exit(main(Path(sys.argv[1])))
