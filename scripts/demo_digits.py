@@ -121,6 +121,8 @@ class _StopAt(Exception):
 
 
 def stop_at(iteration: int):
+    """A semilearn hook that ends the run after step ``iteration`` (raises :class:`_StopAt`
+    after the hooks before it, its evaluation included, have run)."""
     from semilearn.core.hooks import Hook
 
     class StopAt(Hook):
