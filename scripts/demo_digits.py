@@ -160,6 +160,12 @@ def run_one(cfg: Dict[str, Any], until: Optional[int] = None) -> Dict[str, Any]:
             "mix_mask": statistics.fmean(rec["mix_mask"][-tail:]) if rec["mix_mask"] else None}
 
 
+def curve_until(curve: List[Any], until: int) -> List[tuple]:
+    """The ``(iteration, accuracy)`` points of an evaluation curve (a run's or a record's, whose
+    JSON has lists) up to iteration ``until``: what ``run_one(cfg, until)`` repeats."""
+    return [tuple(point) for point in curve if point[0] <= until]
+
+
 def fmt(values: List[float], scale: float = 100.0) -> str:
     values = [v * scale for v in values]
     std = statistics.stdev(values) if len(values) > 1 else 0.0

@@ -197,10 +197,8 @@ def test_ranks_draw_their_own_randomness_and_log_the_mean(ddp, alg):
 def test_sync_bn_on_cpu_processes_is_refused_before_the_run_starts(ddp):
     """torch's SyncBatchNorm is CUDA-only: on CPU processes the key is named in one line and
     no run directory is made."""
-    for rank in (0, 1):
-        res = result(ddp, "sync_bn", rank)
-        assert res["code"] != 0
-        assert "Traceback" not in res["stderr"]
-    assert "dm-ssl: error: config key 'sync_bn'" in result(ddp, "sync_bn")["stderr"]
-    assert "CUDA" in result(ddp, "sync_bn")["stderr"]
+    r0, r1 = (result(ddp, "sync_bn", rank) for rank in (0, 1))
+    assert r0["code"] != 0 and r1["code"] != 0
+    assert "Traceback" not in r0["stderr"] + r1["stderr"]
+    assert "dm-ssl: error: config key 'sync_bn'" in r0["stderr"] and "CUDA" in r0["stderr"]
     assert not (ddp / "sync_bn" / "runs").exists()

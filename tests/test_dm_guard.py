@@ -42,8 +42,6 @@ RECORD = SCRIPTS.parent / "docs" / "records" / "dm_guard.json"
 #: the test's runs -> the record's rows (exp_dm_options.VARIANTS' names)
 ROWS = {"fm": "FixMatch", "dm": "DM(CE), defaults (bn=update, pseudo=host)",
         "dm_ll": "DM(CE), dm_w_ll=1"}
-RUNS = {"fm": {"algorithm": "fixmatch"}, "dm": {"algorithm": "fixmatch_dm"},
-        "dm_ll": {"algorithm": "fixmatch_dm", "dm_w_ll": 1.0}}
 SEED = 1
 
 
@@ -61,12 +59,12 @@ def colour(tmp_path_factory):
     return exp, exp.ensure_colour_digits(tmp_path_factory.mktemp("colour"))
 
 
-def _config(colour, tmp_path, name, seed, **opts):
+def _config(colour, meta, tmp_path, key):
+    """The record's run ``key`` (of :data:`ROWS`) at :data:`SEED`, under ``tmp_path``."""
     exp, root = colour
-    cfg = exp.colour_config(exp.base_config(300, 250), root, 16)
-    cfg.update(seed=seed, save_dir=str(tmp_path), save_name=f"{name}_{seed}",
-               num_eval_iter=50, **opts)
-    return cfg
+    cfg = exp.colour_config(exp.base_config(meta["iters"], meta["num_labels"]), root, 16)
+    return {**cfg, **meta["set"], **exp.VARIANTS[ROWS[key]], "seed": SEED,
+            "save_dir": str(tmp_path), "save_name": f"{key}_{SEED}"}
 
 
 def assert_guard(final: Dict[str, float]) -> None:
@@ -85,16 +83,15 @@ def test_dm_defaults_learn_as_fast_as_the_host(colour, tmp_path):
     recorded = {key: record["results"][row][meta["seeds"].index(SEED)]
                 for key, row in ROWS.items()}
     assert_guard({key: run["final"] for key, run in recorded.items()})
-    from demo_digits import same_machine  # scripts/ (on sys.path since _exp)
+    from demo_digits import curve_until, same_machine  # scripts/ (on sys.path since _exp)
 
     same = same_machine(meta, 1)
     until = None if os.environ.get("DM_SSL_FULL_GUARD") == "1" or not same else 150
     # independent runs, one thread each, two at a time (the suite's time budget)
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"),
                              initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        futures = {key: pool.submit(exp.run_one, _config(colour, tmp_path, key, SEED, **opts),
-                                    until)
-                   for key, opts in RUNS.items()}
+        futures = {key: pool.submit(exp.run_one, _config(colour, meta, tmp_path, key), until)
+                   for key in ROWS}
         got = {key: f.result() for key, f in futures.items()}
     if until is None:
         final = {key: run["final"] for key, run in got.items()}
@@ -103,5 +100,5 @@ def test_dm_defaults_learn_as_fast_as_the_host(colour, tmp_path):
             assert final == {key: run["final"] for key, run in recorded.items()}
         return
     for key, run in got.items():
-        want = [tuple(p) for p in recorded[key]["curve"] if p[0] <= until]
-        assert len(want) == 3 and [tuple(p) for p in run["curve"]] == want, (key, run, want)
+        want = curve_until(recorded[key]["curve"], until)
+        assert len(want) == 3 and curve_until(run["curve"], until) == want, (key, run, want)
