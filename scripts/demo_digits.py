@@ -46,10 +46,10 @@ def recorder():
     from semilearn.core.hooks import Hook
 
     class Recorder(Hook):
-        """Per-step mask ratios and every evaluation's accuracy."""
+        """Per-step mask ratios and every evaluation's accuracy and loss."""
 
         def before_run(self, algorithm):
-            algorithm.demo_record = {"util": [], "mix_mask": [], "curve": []}
+            algorithm.demo_record = {"util": [], "mix_mask": [], "curve": [], "eval_loss": []}
 
         def after_train_step(self, algorithm):
             rec, logs = algorithm.demo_record, algorithm.log_dict
@@ -58,6 +58,9 @@ def recorder():
                 rec["mix_mask"].append(logs["train/mix_mask_ratio"])
             if "eval/top-1-acc" in logs:
                 rec["curve"].append((algorithm.it + 1, logs["eval/top-1-acc"]))
+                # the loss moves with every weight from the first step, while the accuracy
+                # stays at chance for a while: what makes a short rerun sensitive
+                rec["eval_loss"].append((algorithm.it + 1, logs["eval/loss"]))
 
     return Recorder()
 
@@ -136,7 +139,8 @@ def stop_at(iteration: int):
 def run_one(cfg: Dict[str, Any], until: Optional[int] = None) -> Dict[str, Any]:
     """One run of ``cfg``: its final and best test accuracy, its evaluation curve and its
     mask ratios. ``until``: end it after that iteration, the schedule still the whole run's,
-    so the curve is the first part of the full run's bit for bit; only ``curve`` is returned."""
+    so the curves are the first part of the full run's bit for bit; only ``curve`` and
+    ``eval_loss`` (the evaluations' loss, ``(iteration, loss)``) are returned."""
     from dm_ssl.config import validate
     from dm_ssl.run import prepare_run, set_seed
 
@@ -149,20 +153,22 @@ def run_one(cfg: Dict[str, Any], until: Optional[int] = None) -> Dict[str, Any]:
         try:
             alg.train()
         except _StopAt:
-            return {"curve": alg.demo_record["curve"]}
+            return {key: alg.demo_record[key] for key in ("curve", "eval_loss")}
         raise RuntimeError(f"the run ended before iteration {until}")
     alg.train()
     final = alg.evaluate("eval")["eval/top-1-acc"]
     rec = alg.demo_record
     tail = max(len(rec["util"]) // 5, 1)  # mask ratios over the last 20 % of the run
     return {"final": final, "best": float(alg.best_eval_acc), "curve": rec["curve"],
+            "eval_loss": rec["eval_loss"],
             "mask": statistics.fmean(rec["util"][-tail:]),
             "mix_mask": statistics.fmean(rec["mix_mask"][-tail:]) if rec["mix_mask"] else None}
 
 
 def curve_until(curve: List[Any], until: int) -> List[tuple]:
-    """The ``(iteration, accuracy)`` points of an evaluation curve (a run's or a record's, whose
-    JSON has lists) up to iteration ``until``: what ``run_one(cfg, until)`` repeats."""
+    """The ``(iteration, value)`` points of an evaluation curve (a run's or a record's, whose
+    JSON has lists; accuracy or loss) up to iteration ``until``: what ``run_one(cfg, until)``
+    repeats."""
     return [tuple(point) for point in curve if point[0] <= until]
 
 

@@ -1,4 +1,6 @@
 import os
+from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -22,6 +24,30 @@ def torch_threads():
     before = torch.get_num_threads()
     yield torch.set_num_threads
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def once(request, tmp_path_factory) -> Callable[[str, Callable[[Path], None]], Path]:
+    """``once(name, make)``: the folder ``name`` of this test session, ``make(folder)`` called
+    on it the first time any pytest-xdist worker asks (a file lock: the other waits for it,
+    then reads). For work several tests share that costs interpreter starts (a torchrun
+    launch, a batch of ``dm-ssl`` processes), which worksteal may spread over both workers."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):  # xdist: the session's folder, all workers'
+        base = base.parent
+
+    def get(name: str, make: Callable[[Path], None]) -> Path:
+        root = base / name
+        with FileLock(str(root) + ".lock"):
+            if not (root / ".made").exists():
+                root.mkdir(parents=True, exist_ok=True)
+                make(root)
+                (root / ".made").write_text("")
+        return root
+
+    return get
 
 
 @pytest.fixture(autouse=True)

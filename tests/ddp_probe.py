@@ -7,16 +7,16 @@ every process an interpreter and dm_ssl's imports).
 PLAN.json: ``[{"name": ..., "argv": [...]}, ...]``, each entry ``dm-ssl ARGV`` in turn in
 every process. Per entry and rank ``r``, next to PLAN.json: ``<name>.rank<r>.json`` (the exit
 code and the probes' records) and ``<name>.rank<r>.out`` / ``.err`` (what it printed).
+The entries run through tests/cli_batch.py's :func:`run_plan` (its folder is this script's).
 """
 
-import contextlib
-import json
 import os
 import sys
 from pathlib import Path
 
+from cli_batch import run_plan
+
 import dm_ssl.algorithms.driver as driver
-from dm_ssl import cli
 from dm_ssl.algorithms import mixing
 from dm_ssl.data import sampling
 
@@ -54,33 +54,13 @@ driver.mean_over_ranks, mixing.MixingModule.mix = mean_over_ranks, mix
 sampling.SeededDataset.__getitem__, driver.seed_everything = getitem, step_seed
 
 
-@contextlib.contextmanager
-def printed_to(out: Path, err: Path):
-    """The process's stdout and stderr (file descriptors: logging and C code too) into files."""
-    sys.stdout.flush(), sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(out, "w") as fo, open(err, "w") as fe:
-        os.dup2(fo.fileno(), 1), os.dup2(fe.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush(), sys.stderr.flush()
-            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-            os.close(saved[0]), os.close(saved[1])
+def clear() -> None:
+    for values in seen.values():
+        values.clear()
 
 
 def main(plan_file: Path) -> int:
-    rank = os.environ["RANK"]
-    for entry in json.loads(plan_file.read_text()):
-        base = f"{plan_file.parent / entry['name']}.rank{rank}"
-        for values in seen.values():
-            values.clear()
-        with printed_to(Path(base + ".out"), Path(base + ".err")):
-            try:
-                code = cli.main(entry["argv"])
-            except SystemExit as exc:  # argparse
-                code = exc.code
-        Path(base + ".json").write_text(json.dumps({"code": code, **seen}))
+    run_plan(plan_file, tag=f".rank{os.environ['RANK']}", before=clear, extra=lambda: seen)
     return 0
 
 

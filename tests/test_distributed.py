@@ -15,7 +15,6 @@ from typing import Any, Dict
 
 import pytest
 import yaml
-from filelock import FileLock
 
 pytest.importorskip("semilearn")
 pytestmark = [pytest.mark.slow,  # subprocess training runs
@@ -66,22 +65,14 @@ def _configs(root: Path) -> Dict[str, Dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def ddp(request, tmp_path_factory):
+def ddp(once):
     """The launch's folder: ``<name>/runs`` (each run's save_dir) and ``<name>.rank<r>.*``."""
-    base = tmp_path_factory.getbasetemp()
-    if hasattr(request.config, "workerinput"):  # xdist: the session's folder, all workers'
-        base = base.parent
-    root = base / "ddp"
-    with FileLock(str(root) + ".lock"):
-        if not (root / "launched.json").exists():
-            _launch(root)
-    return root
+    return once("ddp", _launch)
 
 
 def _launch(root: Path) -> None:
     from .data.cifar_files import write_cifar10
 
-    root.mkdir(parents=True, exist_ok=True)
     write_cifar10(root / "cifar", per_batch=8)
     plan = []
     for name, cfg in _configs(root).items():
@@ -95,7 +86,6 @@ def _launch(root: Path) -> None:
          str(root / "plan.json")], capture_output=True, text=True, cwd=ROOT, timeout=900,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
-    (root / "launched.json").write_text("{}")
 
 
 def result(root: Path, name: str, rank: int = 0) -> Dict[str, Any]:

@@ -1,11 +1,18 @@
 """The README's table of errors, row by row: ``dm-ssl`` as a subprocess, exit code ≠ 0, one
-``dm-ssl: …`` line naming the key or file, no traceback, and an existing run left as it was."""
+``dm-ssl: …`` line naming the key or file, no traceback, and an existing run left as it was.
+
+The real processes of this module take two interpreter starts (:func:`processes`): the run the
+other rows must leave as it was, then every other one in one batch (tests/cli_batch.py: each
+command its own exit code and output, as a process of its own). The other rows call
+``cli.main`` in the test's process: the same code without a start each."""
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict, List
 
 import pytest
 import torch
@@ -37,15 +44,6 @@ def config(tmp: Path, body, name: str = "c.yaml") -> Path:
 def hashes(run: Path) -> dict:
     return {p.relative_to(run).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(run.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A finished digits run (2 iterations): the run directory other rows must not touch."""
-    tmp = tmp_path_factory.mktemp("run")
-    proc = dm_ssl("train", "--config", str(config(tmp, DIGITS)), "--save-dir", str(tmp / "runs"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return tmp, tmp / "runs" / "fixmatch_dm_digits"
 
 
 def one_error_line(proc: subprocess.CompletedProcess, *names: str, code: int = 2) -> str:
@@ -164,6 +162,68 @@ def _wrong_weights(tmp: Path) -> Path:
 #: the rows run as a real ``dm-ssl`` process (a training config's data and key, an eval's
 #: checkpoint); the others call ``cli.main`` in this process, the same code without a start each
 AS_PROCESS = ("missing data", "unknown key", "missing checkpoint at eval")
+RUN = "fixmatch_dm_digits"  # the finished run's folder under <processes>/runs
+
+
+def case_argv(case: str, tmp: Path) -> List[str]:
+    """Row ``case``'s command, its files under ``tmp``; a new run would go to ``tmp/new``."""
+    build, _ = CASES[case]
+    argv = build(tmp)
+    if case != "save directory not writable" and case not in EVAL_CASES:
+        argv += ["--save-dir", str(tmp / "new")]
+    return argv
+
+
+def _plan(root: Path) -> Dict[str, List[str]]:
+    """The batch's commands (name -> argv), their files written under ``root``."""
+    run = root / "runs" / RUN
+    plan = {}
+    for i, case in enumerate(AS_PROCESS):
+        (root / f"case{i}").mkdir()
+        plan[f"case{i}"] = case_argv(case, root / f"case{i}")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    plan["existing"] = ["train", "--config", str(config(root, cfg, "existing.yaml")),
+                        "--save-dir", str(run.parent)]
+    plan["eval"] = ["eval", "--checkpoint", str(run / "latest_model.pth"), "--device", "cpu"]
+    copy = root / "truncated" / "runs" / RUN  # every checkpoint of a copy truncated
+    shutil.copytree(run, copy)
+    for path in copy.glob("*.pth*"):
+        path.write_bytes(path.read_bytes()[:64])
+    plan["truncated_eval"] = ["eval", "--checkpoint", str(copy / "latest_model.pth")]
+    plan["truncated_resume"] = ["train", "--config", str(config(
+        root, {**cfg, "resume": True}, "truncated.yaml")), "--save-dir", str(copy.parent)]
+    plan["damaged"] = _damaged_image_run(root / "damaged")
+    (root / "nan").mkdir()
+    plan["nan"] = ["train", "--config", str(config(root / "nan", {
+        **DIGITS, "lr": 1e30, "num_train_iter": 4})), "--save-dir", str(root / "nan" / "runs")]
+    return plan
+
+
+def _make_processes(root: Path) -> None:
+    proc = dm_ssl("train", "--config", str(config(root, DIGITS)), "--save-dir",
+                  str(root / "runs"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (root / "before.json").write_text(json.dumps(hashes(root / "runs" / RUN)))
+    plan = root / "plan.json"
+    plan.write_text(json.dumps([{"name": k, "argv": v} for k, v in _plan(root).items()]))
+    batch = subprocess.run([sys.executable, str(ROOT / "tests" / "cli_batch.py"), str(plan)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert batch.returncode == 0, batch.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def processes(once) -> Path:
+    """The folder of this module's real processes: ``runs/<RUN>``, a finished digits run (2
+    iterations) with ``before.json`` (its files' hashes after it finished), and each batch
+    command's result (:func:`process`)."""
+    return once("errors", _make_processes)
+
+
+def process(root: Path, name: str) -> subprocess.CompletedProcess:
+    """Batch command ``name``'s exit code and output."""
+    from .cli_batch import result
+
+    return result(root / "plan.json", name)
 
 
 def in_process(argv, capsys) -> subprocess.CompletedProcess:
@@ -177,25 +237,27 @@ def in_process(argv, capsys) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in AS_PROCESS
                                   else c for c in CASES])
-def test_each_bad_input_is_one_clear_line(tmp_path, capsys, case):
-    build, names = CASES[case]
-    argv = build(tmp_path)
-    if case != "save directory not writable" and case not in EVAL_CASES:
-        argv += ["--save-dir", str(tmp_path / "new")]
-    proc = dm_ssl(*argv) if case in AS_PROCESS else in_process(argv, capsys)
-    one_error_line(proc, *names)
+def test_each_bad_input_is_one_clear_line(tmp_path, capsys, request, case):
+    if case in AS_PROCESS:  # made by the batch, under <processes>/case<i>
+        root = request.getfixturevalue("processes")
+        tmp_path = root / f"case{AS_PROCESS.index(case)}"
+        proc = process(root, f"case{AS_PROCESS.index(case)}")
+    else:
+        proc = in_process(case_argv(case, tmp_path), capsys)
+    one_error_line(proc, *CASES[case][1])
     assert not (tmp_path / "new").exists()          # a refused command makes no run directory
 
 
 @pytest.mark.slow
-def test_an_existing_run_is_never_changed_by_a_refused_command(finished_run, tmp_path, capsys):
-    tmp, run = finished_run
-    before = hashes(run)
+def test_an_existing_run_is_never_changed_by_a_refused_command(processes, tmp_path, capsys):
+    run = processes / "runs" / RUN
+    before = json.loads((processes / "before.json").read_text())
+    # a real process (the batch): refused, and neither it nor the batch's eval changed the run
+    one_error_line(process(processes, "existing"), "resume=true")
+    assert hashes(run) == before
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     save = ["--save-dir", str(run.parent)]
     rows = {
-        "an existing run without resume": (["train", "--config", str(config(tmp_path, cfg))],
-                                           ["resume=true"]),
         "resume from another algorithm's checkpoint": (
             ["train", "--config", str(config(tmp_path, {**DIGITS, "algorithm": "fixmatch",
                                                         "save_name": run.name,
@@ -206,9 +268,8 @@ def test_an_existing_run_is_never_changed_by_a_refused_command(finished_run, tmp
                                                         "resume": True}, "net.yaml"))],
             ["net"]),
     }
-    for i, (name, (argv, names)) in enumerate(rows.items()):
-        run_it = dm_ssl if i == 0 else (lambda *a: in_process(a, capsys))  # one real process
-        one_error_line(run_it(*argv, *save), *names)
+    for name, (argv, names) in rows.items():
+        one_error_line(in_process([*argv, *save], capsys), *names)
         assert hashes(run) == before, name
     # a split that no longer matches the data: named, and the run is otherwise as it was
     split = run / "split.json"
@@ -216,50 +277,51 @@ def test_an_existing_run_is_never_changed_by_a_refused_command(finished_run, tmp
     data = json.loads(saved)
     key = next(k for k, v in data.items() if isinstance(v, list))
     data[key] = data[key][:-1]
-    split.write_text(json.dumps(data))
-    one_error_line(in_process(["train", "--config", str(config(
-        tmp_path, {**cfg, "resume": True}, "resume.yaml")), *save], capsys), "split")
-    split.write_text(saved)
+    try:
+        split.write_text(json.dumps(data))
+        one_error_line(in_process(["train", "--config", str(config(
+            tmp_path, {**cfg, "resume": True}, "resume.yaml")), *save], capsys), "split")
+    finally:
+        split.write_text(saved)
     assert hashes(run) == before
-    # eval still works on the run, and adds nothing to it (no log line, no tensorboard file)
-    ev = dm_ssl("eval", "--checkpoint", str(run / "latest_model.pth"), "--device", "cpu")
+    # eval (the batch's) worked on the run, and added nothing to it (no log line, no
+    # tensorboard file: the hashes above)
+    ev = process(processes, "eval")
     assert ev.returncode == 0, ev.stderr[-2000:]
-    assert hashes(run) == before
 
 
 @pytest.mark.slow
-def test_truncated_checkpoints_are_named_at_eval_and_at_resume(finished_run, tmp_path):
-    import shutil
-
-    _, run = finished_run
-    copy = tmp_path / "runs" / run.name
-    shutil.copytree(run, copy)
-    for p in copy.glob("*.pth*"):
-        p.write_bytes(p.read_bytes()[:64])          # every checkpoint truncated
-    one_error_line(dm_ssl("eval", "--checkpoint", str(copy / "latest_model.pth")),
-                   "latest_model.pth")
-    cfg = yaml.safe_load((copy / "config.yaml").read_text())
-    one_error_line(dm_ssl("train", "--config", str(config(tmp_path, {**cfg, "resume": True})),
-                          "--save-dir", str(tmp_path / "runs")), "latest_model.pth")
+def test_truncated_checkpoints_are_named_at_eval_and_at_resume(processes):
+    one_error_line(process(processes, "truncated_eval"), "latest_model.pth")
+    one_error_line(process(processes, "truncated_resume"), "latest_model.pth")
 
 
-@pytest.mark.slow
-def test_a_damaged_image_mid_run_fails_the_run_in_one_line(tmp_path):
-    """A file that breaks while the run trains (here in a data-loader worker): exit 1, one line
-    naming the file (not the worker's traceback) and the iteration, results.json says failed."""
+def _damaged_image_run(tmp: Path) -> List[str]:
+    """A tiny-imagenet run whose two training images are cut short (their names in
+    ``tmp/damaged.json``)."""
     from .data.test_tinyimagenet import write_tinyimagenet
 
-    files = write_tinyimagenet(tmp_path / "data", per_class=3, val_per_class=1)
-    for k in (4, 7):                                  # not item 0, which building may read
-        path = files["train"][k][0]
+    files = write_tinyimagenet(tmp / "data", per_class=3, val_per_class=1)
+    damaged = [files["train"][k][0] for k in (4, 7)]  # not item 0, which building may read
+    for path in damaged:
         path.write_bytes(path.read_bytes()[:200])
+    (tmp / "damaged.json").write_text(json.dumps([p.name for p in damaged]))
     cfg = {**TINY, "algorithm": "supervised_mixup", "dataset": "tinyimagenet", "in_channels": 3,
            "num_train_iter": 8, "num_workers": 1, "mix_mixers": "mixup", "num_classes": 3}
-    proc = dm_ssl("train", "--config", str(config(tmp_path, cfg)), "--data-dir",
-                  str(tmp_path / "data"), "--save-dir", str(tmp_path / "runs"))
-    line = one_error_line(proc, "run failed", "cannot read image", code=1)
-    assert "worker" not in line and any(files["train"][k][0].name in line for k in (4, 7))
-    run = tmp_path / "runs" / "supervised_mixup_tinyimagenet"
+    return ["train", "--config", str(config(tmp, cfg)), "--data-dir", str(tmp / "data"),
+            "--save-dir", str(tmp / "runs")]
+
+
+@pytest.mark.slow
+def test_a_damaged_image_mid_run_fails_the_run_in_one_line(processes):
+    """A file that breaks while the run trains (here in a data-loader worker): exit 1, one line
+    naming the file (not the worker's traceback) and the iteration, results.json says failed."""
+    tmp = processes / "damaged"
+    names = json.loads((tmp / "damaged.json").read_text())
+    line = one_error_line(process(processes, "damaged"), "run failed", "cannot read image",
+                          code=1)
+    assert "worker" not in line and any(name in line for name in names)
+    run = tmp / "runs" / "supervised_mixup_tinyimagenet"
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "failed" and "cannot read image" in results["reason"]
     assert 0 <= results["iterations"] < 8 and f"iteration {results['iterations']}" in line
@@ -270,11 +332,8 @@ def test_a_damaged_image_mid_run_fails_the_run_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_nan_mid_run_fails_the_run_and_says_where(tmp_path):
-    proc = dm_ssl("train", "--config", str(config(tmp_path, {**DIGITS, "lr": 1e30,
-                                                             "num_train_iter": 4})),
-                  "--save-dir", str(tmp_path / "runs"))
-    line = one_error_line(proc, "iteration", code=1)
+def test_nan_mid_run_fails_the_run_and_says_where(processes):
+    line = one_error_line(process(processes, "nan"), "iteration", code=1)
     assert "non-finite" in line
-    results = json.loads((tmp_path / "runs" / "fixmatch_dm_digits" / "results.json").read_text())
+    results = json.loads((processes / "nan" / "runs" / RUN / "results.json").read_text())
     assert results["status"] == "failed"
