@@ -17,6 +17,7 @@ memory) and the ratios to Mixup (OpenMixup reports about 2x the time and 2-2.6x 
 
     .venv/bin/python scripts/bench_mixers.py [--batch 100] [--size 32] [--net cifar_resnet18]
                                              [--repeats 5] [--threads 2] [--skip-calls]
+                                             [--steps mixup automix samix]
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-calls", action="store_true", help="only the training steps")
+    ap.add_argument("--steps", nargs="+", default=["mixup", "automix", "samix"],
+                    metavar="MIXER", help="the mixers whose training step is timed (mixup, "
+                    "the reference of the ratios, always)")
     ap.add_argument("--one-step", nargs=2, metavar=("MIXER", "DEVICE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -135,7 +139,7 @@ def bench_steps(device: str, args: argparse.Namespace) -> None:
           f"{args.size}², {args.net}, median of {args.repeats}, one process per mixer")
     print(f"{'':<10} {'ms / step':>10} {'× mixup':>8} {kind + ' MB':>18} {'× mixup':>8}")
     rows = {}
-    for name in ("mixup", "automix", "samix"):
+    for name in dict.fromkeys(["mixup", *args.steps]):
         cmd = [sys.executable, __file__, "--one-step", name, device, "--batch", str(args.batch),
                "--size", str(args.size), "--classes", str(args.classes), "--net", args.net,
                "--repeats", str(args.repeats), "--threads", str(args.threads)]
