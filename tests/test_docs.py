@@ -90,22 +90,29 @@ def test_a_hand_edited_results_table_is_stale(tmp_path):
 
 @pytest.mark.slow
 def test_the_demo_reproduces_its_record(tmp_path, torch_threads):
-    """One cell of the demo table run again (``FixMatch + DM(CE)``, the record's first seed)
-    to its first half (the record's schedule; the suite's time budget): its evaluations are
-    the record's curve bit for bit with the record's torch, thread count, CPU and instruction
-    set, else within 5 points (another machine: other float reductions, another run)."""
+    """One cell of the demo table run again (``FixMatch + DM(CE)``, the record's first seed),
+    its schedule still the whole run's. With the record's torch, thread count, CPU and
+    instruction set: its first 50 steps, each evaluation's accuracy and loss the record's bit
+    for bit (the pseudo-label mask opens at step 16 and is about half open by 30, so the DM
+    term has acted; the loss moves with every weight while the accuracy is still at chance).
+    Elsewhere (other float reductions, another run): its first half, the accuracy at step 150
+    within 5 points of the record's."""
     pytest.importorskip("semilearn")
     demo = _script("demo_digits")
     record = json.loads((ROOT / "docs" / "records" / "demo.json").read_text())
     meta, name = record["meta"], "FixMatch + DM(CE)"
+    want_run = record["results"][name][0]
     torch_threads(meta["torch_threads"])
+    same = demo.same_machine(meta, meta["torch_threads"])
+    until = 50 if same else meta["iters"] // 2
     cfg = demo.method_config(name, meta["seeds"][0], meta["iters"], meta["num_labels"], tmp_path)
-    until = meta["iters"] // 2
-    got = demo.curve_until(demo.run_one({**cfg, **meta["set"]}, until=until)["curve"], until)
-    want = demo.curve_until(record["results"][name][0]["curve"], until)
-    assert len(want) >= 3 and want[-1][0] == until, want      # evaluations to compare
-    if demo.same_machine(meta, meta["torch_threads"]):
+    run = demo.run_one({**cfg, **meta["set"]}, until=until)
+    got, want = (demo.curve_until(r["curve"], until) for r in (run, want_run))
+    assert len(want) >= 2 and want[-1][0] == until, want      # evaluations to compare
+    if same:
         assert got == want
+        assert demo.curve_until(run["eval_loss"], until) == demo.curve_until(
+            want_run["eval_loss"], until)
     else:
         assert abs(got[-1][1] - want[-1][1]) <= 0.05, (got, want)
 
