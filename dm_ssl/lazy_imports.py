@@ -2,12 +2,13 @@
 
 ``import semilearn`` builds every USB net at import time, the NLP and audio ones included:
 ``semilearn.nets`` imports ``bert``, ``hubert`` and ``wave2vecv2``, each of which imports
-``transformers`` (and through it scikit-learn), and ``semilearn.core.hooks`` imports ``aim``.
+``transformers`` (and through it scikit-learn), ``vit`` imports timm's model zoo (~1-2 s), and
+``semilearn.core.hooks`` imports ``aim``.
 That is about a third of the ~11 s that every ``dm-ssl`` process (a run, a sweep entry, a
 torchrun rank, eval) spends importing semilearn on a 2-core machine, for nets and a logger
 that an image run never touches.
 
-:func:`install` puts a finder in front of the normal import system that gives those three
+:func:`install` puts a finder in front of the normal import system that gives those four
 net packages a stand-in module: it has the package's public functions (``bert_base_cased``,
 ``hubert_base`` ...) as thin wrappers that import the real package the first time one is
 called, and the package's real ``__path__``, so its submodules still import normally. ``aim``
@@ -33,6 +34,9 @@ DEFERRED_PACKAGES: Dict[str, Tuple[str, ...]] = {
     "semilearn.nets.bert": ("bert_base_cased", "bert_base_uncased"),
     "semilearn.nets.hubert": ("hubert_base",),
     "semilearn.nets.wave2vecv2": ("wave2vecv2_base",),
+    # the ViTs import timm's model zoo (~2 s); dm_ssl's own timm nets import timm when built
+    "semilearn.nets.vit": ("vit_base_patch16_224", "vit_small_patch16_224", "vit_small_patch2_32",
+                           "vit_tiny_patch2_32", "vit_base_patch16_96"),
 }
 #: modules imported only for a statement like ``import aim`` (no attribute read at import)
 LAZY_MODULES: Tuple[str, ...] = ("aim",)

@@ -20,6 +20,7 @@ LAYERS = textwrap.dedent("""
     # dm_ssl.lazy_imports: semilearn's NLP/audio nets and aim are not executed ...
     import dm_ssl.algorithms, semilearn.nets
     assert 'transformers' not in sys.modules, 'semilearn.nets imported transformers'
+    assert 'timm' not in sys.modules, 'semilearn.nets imported timm (its ViTs)'
     assert type(sys.modules['aim']).__name__ == '_LazyModule'
     assert semilearn.nets.wrn_28_2.__module__ == 'semilearn.nets.wrn.wrn'  # untouched
     # ... until used: a stand-in's function is semilearn's own, called through
