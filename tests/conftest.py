@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +43,8 @@ def once(request, tmp_path_factory) -> Callable[[str, Callable[[Path], None]], P
         root = base / name
         with FileLock(str(root) + ".lock"):
             if not (root / ".made").exists():
-                root.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(root, ignore_errors=True)  # what a failed make left
+                root.mkdir(parents=True)
                 make(root)
                 (root / ".made").write_text("")
         return root
