@@ -18,7 +18,7 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 
 @contextlib.contextmanager
@@ -57,12 +57,18 @@ def run_plan(plan_file: Path, tag: str = "", before: Optional[Callable[[], None]
         Path(base + ".json").write_text(json.dumps({"code": code, **(extra() if extra else {})}))
 
 
+def read_entry(plan_file: Path, name: str, tag: str = "") -> Dict[str, Any]:
+    """Entry ``name`` of a plan that ran: its JSON (``code`` and any probes), ``stdout`` and
+    ``stderr``."""
+    base = f"{plan_file.parent / name}{tag}"
+    return {**json.loads(Path(base + ".json").read_text()),
+            "stdout": Path(base + ".out").read_text(), "stderr": Path(base + ".err").read_text()}
+
+
 def result(plan_file: Path, name: str, tag: str = "") -> subprocess.CompletedProcess:
     """Entry ``name`` of a plan that ran, as the process it stands for."""
-    base = f"{plan_file.parent / name}{tag}"
-    code = json.loads(Path(base + ".json").read_text())["code"]
-    return subprocess.CompletedProcess(name, code, Path(base + ".out").read_text(),
-                                       Path(base + ".err").read_text())
+    got = read_entry(plan_file, name, tag)
+    return subprocess.CompletedProcess(name, got["code"], got["stdout"], got["stderr"])
 
 
 if __name__ == "__main__":

@@ -90,10 +90,9 @@ def _launch(root: Path) -> None:
 
 def result(root: Path, name: str, rank: int = 0) -> Dict[str, Any]:
     """A run's exit code, probes and printed output in process ``rank``."""
-    base = f"{root / name}.rank{rank}"
-    out = json.loads(Path(base + ".json").read_text())
-    return {**out, "stdout": Path(base + ".out").read_text(),
-            "stderr": Path(base + ".err").read_text()}
+    from .cli_batch import read_entry
+
+    return read_entry(root / "plan.json", name, f".rank{rank}")
 
 
 def trained(root: Path, name: str, run: str) -> Path:
