@@ -165,7 +165,13 @@ def _report_error(err: Exception) -> int:
     """Print ``err`` as one line and return its exit status."""
     from dm_ssl.algorithms import CheckpointError, CheckpointWriteError, NonFiniteLossError
     from dm_ssl.data import DatasetError
-    from dm_ssl.run import EXIT_STOPPED, RunFailedError, RunIncompleteError, RunStopped, one_line
+    from dm_ssl.run.errors import (
+        EXIT_STOPPED,
+        RunFailedError,
+        RunIncompleteError,
+        RunStopped,
+        one_line,
+    )
 
     if isinstance(err, RunStopped):
         print(f"dm-ssl: {err}", file=sys.stderr)

@@ -9,6 +9,9 @@ import pytest
 
 LAYERS = textwrap.dedent("""
     import sys
+    # a sweep worker maps an exit status with dm_ssl.run.errors: no torch, no semilearn
+    from dm_ssl.run.errors import EXIT_STOPPED
+    assert 'torch' not in sys.modules, 'dm_ssl.run imported its modules eagerly'
     import dm_ssl.losses, dm_ssl.mixers
     bad = [m for m in ('semilearn', 'timm', 'transformers') if m in sys.modules]
     assert not bad, ('losses and mixers are pure torch', bad)
@@ -33,6 +36,12 @@ LAYERS = textwrap.dedent("""
     assert semilearn.nets.hubert_base(1, x=2) == ('called', (1,), {'x': 2})
     from semilearn.nets.bert.bert import ClassificationBert  # submodules import as usual
     assert semilearn.nets.bert.bert.ClassificationBert is ClassificationBert
+    import dm_ssl.run
+    homes = {name: getattr(dm_ssl.run, name).__module__ for name in dm_ssl.run.__all__
+             if callable(getattr(dm_ssl.run, name))}
+    assert sorted(dm_ssl.run.__all__) == sorted(dm_ssl.run._HOMES)
+    assert all(homes[n] == 'dm_ssl.run.' + dm_ssl.run._HOMES[n] for n in homes), homes
+    assert dm_ssl.run.EXIT_STOPPED == 75 and dm_ssl.run.CKPT
     import aim
     assert aim.Run is not None and type(aim).__name__ != '_LazyModule'
     print('ok')
