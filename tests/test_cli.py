@@ -420,29 +420,39 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, capsys, monk
 def test_a_run_is_quiet_on_the_terminal_and_verbose_on_request(tmp_path, capsys):
     """semilearn's log lines go to log.txt only (--verbose: the terminal too), no third-party
     warning is printed, stdout is one JSON line; --debug shows a traceback instead of one
-    line."""
+    line. The quiet run is the first command of a fresh interpreter (every import and its
+    warnings inside it); the verbose one follows it in the same interpreter (tests/cli_batch.py:
+    each its own exit code and output): one start instead of two."""
     import subprocess
     import sys
+
+    from .cli_batch import read_entry
 
     cfg = tmp_path / "digits.yaml"
     cfg.write_text(yaml.safe_dump({"algorithm": "fixmatch_dm", "dataset": "digits",
                                    "num_labels": 20, "in_channels": 1, "device": "cpu"}))
 
-    def run(*extra, save="runs"):
-        return subprocess.run([sys.executable, "-m", "dm_ssl.cli", "train", "--config", str(cfg),
-                               "--save-dir", str(tmp_path / save), *_sets(*TINY), *extra],
-                              capture_output=True, text=True, cwd=ROOT, timeout=600)
+    def train(*extra, save="runs"):
+        return ["train", "--config", str(cfg), "--save-dir", str(tmp_path / save),
+                *_sets(*TINY), *extra]
 
-    quiet = run()
-    assert quiet.returncode == 0, quiet.stderr[-2000:]
-    assert quiet.stderr == ""                                  # no INFO lines, no warnings
-    out = json.loads(quiet.stdout.strip())
+    plan = tmp_path / "batch" / "plan.json"
+    plan.parent.mkdir()
+    plan.write_text(json.dumps([{"name": "quiet", "argv": train()},
+                                {"name": "loud", "argv": train("--verbose", save="loud")}]))
+    batch = subprocess.run([sys.executable, str(ROOT / "tests" / "cli_batch.py"), str(plan)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert batch.returncode == 0 and batch.stderr == "", batch.stderr[-2000:]  # imports: silent
+    quiet = read_entry(plan, "quiet")
+    assert quiet["code"] == 0, quiet["stderr"][-2000:]
+    assert quiet["stderr"] == ""                               # no INFO lines, no warnings
+    out = json.loads(quiet["stdout"].strip())
     assert out["status"] == "finished" and out["iterations"] == 3
     log = (tmp_path / "runs" / "fixmatch_dm_digits" / "log.txt").read_text()
     assert "INFO] 2 iteration" in log and "results:" in log
-    loud = run("--verbose", save="loud")
-    assert loud.returncode == 0 and "INFO] 2 iteration" in loud.stderr
-    assert "Warning" not in loud.stderr
+    loud = read_entry(plan, "loud")
+    assert loud["code"] == 0 and "INFO] 2 iteration" in loud["stderr"]
+    assert "Warning" not in loud["stderr"]
     # a run is already there: refused in one line, or with --debug the exception itself (the
     # same code as the process above, in this process: two interpreter starts fewer)
     argv = ["train", "--config", str(cfg), "--save-dir", str(tmp_path / "runs"), *_sets(*TINY)]
