@@ -73,3 +73,6 @@ def result(plan_file: Path, name: str, tag: str = "") -> subprocess.CompletedPro
 
 if __name__ == "__main__":
     run_plan(Path(sys.argv[1]))
+    from dm_ssl.cli import exit_now
+
+    exit_now(0)  # as the dm-ssl command ends

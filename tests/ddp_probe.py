@@ -65,4 +65,6 @@ def main(plan_file: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    from dm_ssl.cli import exit_now
+
+    exit_now(main(Path(sys.argv[1])))  # as the dm-ssl command ends

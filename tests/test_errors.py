@@ -203,6 +203,7 @@ def _make_processes(root: Path) -> None:
     proc = dm_ssl("train", "--config", str(config(root, DIGITS)), "--save-dir",
                   str(root / "runs"))
     assert proc.returncode == 0, proc.stderr[-2000:]
+    (root / "finished.out").write_text(proc.stdout)
     (root / "before.json").write_text(json.dumps(hashes(root / "runs" / RUN)))
     plan = root / "plan.json"
     plan.write_text(json.dumps([{"name": k, "argv": v} for k, v in _plan(root).items()]))
@@ -249,6 +250,23 @@ def test_each_bad_input_is_one_clear_line(tmp_path, capsys, request, case):
 
 
 @pytest.mark.slow
+def test_a_finished_command_exits_with_its_output_and_records_complete(processes):
+    """``dm-ssl`` ends without the interpreter's teardown (``cli.exit_now``): what it wrote
+    through a pipe (block-buffered), to log.txt and to tensorboard is all there."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    run = processes / "runs" / RUN
+    results = json.loads((run / "results.json").read_text())
+    printed = json.loads((processes / "finished.out").read_text())
+    assert printed["status"] == "finished" and printed["algorithm"] == "fixmatch_dm"
+    assert all(printed[k] == v for k, v in results.items() if k in printed)
+    assert (run / "log.txt").read_text().splitlines()[-1].endswith(
+        (processes / "finished.out").read_text().strip())
+    events = [event for path in (run / "tensorboard").iterdir()
+              for event in EventFileLoader(str(path)).Load()]
+    assert max(e.step for e in events) == results["iterations"] - 1   # the last step's logs
+
+
 def test_an_existing_run_is_never_changed_by_a_refused_command(processes, tmp_path, capsys):
     run = processes / "runs" / RUN
     before = json.loads((processes / "before.json").read_text())

@@ -28,8 +28,6 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Validate ``cfg`` and train it in ``<save_dir>/<save_name>/`` (a new run, or with
     ``resume: true`` the run's checkpoint continued); returns the results that
     ``results.json`` records and prints them as one JSON line on stdout."""
-    from dm_ssl import records
-
     cfg = absolute_paths(validate(cfg))  # config.yaml records them: eval from any directory
     run_dir = Path(cfg["save_dir"]) / cfg["save_name"]
     ckpt = Path(cfg.get("load_path") or run_dir / CKPT)
@@ -55,6 +53,26 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
         if created is not None and is_main(cfg):
             remove_new_run_dir(run_dir, created)
         raise
+    try:
+        return _train_built(cfg, resolved, alg, info, run_dir, ckpt)
+    finally:
+        close_tensorboard(alg)
+
+
+def close_tensorboard(alg: Any) -> None:
+    """Flush and close the run's tensorboard writer. semilearn never closes it: its last
+    events would reach the disk only through the interpreter's teardown (which a fast exit,
+    ``dm_ssl.cli.run``, skips), or the writer's next periodic flush."""
+    writer = getattr(getattr(alg, "tb_log", None), "writer", None)
+    if writer is not None:
+        writer.close()
+
+
+def _train_built(cfg: Dict[str, Any], resolved: Dict[str, Any], alg: Any, info: Any,
+                 run_dir: Path, ckpt: Path) -> Dict[str, Any]:
+    """The built run: resume it or start it, train, evaluate, record."""
+    from dm_ssl import records
+
     resumed_from = None
     if cfg.get("resume"):  # before anything of the run's record changes: a refusal keeps it
         resumed_from = str(resume_run(alg, ckpt))
