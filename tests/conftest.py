@@ -6,6 +6,11 @@ from typing import Callable
 import pytest
 import torch
 
+# before any test module imports semilearn (pytest.importorskip("semilearn") at their tops):
+# dm_ssl's lazy imports keep semilearn's NLP / audio nets (transformers) and ViTs (timm) out
+# of the workers, as out of every dm-ssl process (~6 s per worker at collection)
+import dm_ssl  # noqa: F401,E402
+
 
 def pytest_configure(config):
     # Under pytest-xdist each worker gets its share of the cores (1 thread each for -n 2 on 2
