@@ -10,7 +10,9 @@ sweep use it with their own key sets).
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import math
 import os
 from pathlib import Path
@@ -143,6 +145,13 @@ def apply_overrides(cfg: Dict[str, Any], pairs: Sequence[str]) -> Dict[str, Any]
 
 def known_keys(algorithm: str) -> Dict[str, Any]:
     """Every key a config for ``algorithm`` may hold, with its default."""
+    return copy.deepcopy(_known_keys(algorithm))  # a caller may change a default it holds
+
+
+@functools.cache
+def _known_keys(algorithm: str) -> Dict[str, Any]:
+    # semilearn's get_config builds its argparse parsers, reads a file and starts a
+    # subprocess: ~30 ms a call, once per algorithm and process (a sweep validates every cell)
     from dm_ssl.algorithms import make_args
 
     return {**vars(make_args({"algorithm": algorithm})), **DM_SSL_KEYS}
