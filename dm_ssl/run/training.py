@@ -60,9 +60,9 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def close_tensorboard(alg: Any) -> None:
-    """Flush and close the run's tensorboard writer. semilearn never closes it: its last
-    events would reach the disk only through the interpreter's teardown (which a fast exit,
-    ``dm_ssl.cli.run``, skips), or the writer's next periodic flush."""
+    """Flush and close the run's tensorboard writer (semilearn never closes it): its events
+    are on disk when :func:`train` returns, whatever the process does next (``dm-ssl`` ends
+    without the interpreter's teardown: ``dm_ssl.cli.exit_now``)."""
     writer = getattr(getattr(alg, "tb_log", None), "writer", None)
     if writer is not None:
         writer.close()
