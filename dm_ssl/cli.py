@@ -216,7 +216,7 @@ def exit_now(code: int) -> None:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe: nothing more can reach it
             pass
-    os._exit(code)
+    os._exit(int(code or 0))
 
 
 if __name__ == "__main__":
