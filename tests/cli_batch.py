@@ -18,7 +18,7 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 
 @contextlib.contextmanager
@@ -55,6 +55,15 @@ def run_plan(plan_file: Path, tag: str = "", before: Optional[Callable[[], None]
                 traceback.print_exc()
                 code = 1
         Path(base + ".json").write_text(json.dumps({"code": code, **(extra() if extra else {})}))
+
+
+def run_batch(plan_file: Path, commands: Dict[str, List[str]]) -> subprocess.CompletedProcess:
+    """Write ``commands`` (name -> ``dm-ssl`` argv, run in this order) to ``plan_file`` and run
+    them in one fresh interpreter; its own exit code and output (the entries': read_entry)."""
+    plan_file.write_text(json.dumps([{"name": k, "argv": v} for k, v in commands.items()]))
+    return subprocess.run([sys.executable, str(Path(__file__).resolve()), str(plan_file)],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                          timeout=600)
 
 
 def read_entry(plan_file: Path, name: str, tag: str = "") -> Dict[str, Any]:

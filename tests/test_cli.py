@@ -423,10 +423,7 @@ def test_a_run_is_quiet_on_the_terminal_and_verbose_on_request(tmp_path, capsys)
     line. The quiet run is the first command of a fresh interpreter (every import and its
     warnings inside it); the verbose one follows it in the same interpreter (tests/cli_batch.py:
     each its own exit code and output): one start instead of two."""
-    import subprocess
-    import sys
-
-    from .cli_batch import read_entry
+    from .cli_batch import read_entry, run_batch
 
     cfg = tmp_path / "digits.yaml"
     cfg.write_text(yaml.safe_dump({"algorithm": "fixmatch_dm", "dataset": "digits",
@@ -438,10 +435,7 @@ def test_a_run_is_quiet_on_the_terminal_and_verbose_on_request(tmp_path, capsys)
 
     plan = tmp_path / "batch" / "plan.json"
     plan.parent.mkdir()
-    plan.write_text(json.dumps([{"name": "quiet", "argv": train()},
-                                {"name": "loud", "argv": train("--verbose", save="loud")}]))
-    batch = subprocess.run([sys.executable, str(ROOT / "tests" / "cli_batch.py"), str(plan)],
-                           capture_output=True, text=True, cwd=ROOT, timeout=600)
+    batch = run_batch(plan, {"quiet": train(), "loud": train("--verbose", save="loud")})
     assert batch.returncode == 0 and batch.stderr == "", batch.stderr[-2000:]  # imports: silent
     quiet = read_entry(plan, "quiet")
     assert quiet["code"] == 0, quiet["stderr"][-2000:]

@@ -205,10 +205,9 @@ def _make_processes(root: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     (root / "finished.out").write_text(proc.stdout)
     (root / "before.json").write_text(json.dumps(hashes(root / "runs" / RUN)))
-    plan = root / "plan.json"
-    plan.write_text(json.dumps([{"name": k, "argv": v} for k, v in _plan(root).items()]))
-    batch = subprocess.run([sys.executable, str(ROOT / "tests" / "cli_batch.py"), str(plan)],
-                           capture_output=True, text=True, cwd=ROOT, timeout=600)
+    from .cli_batch import run_batch
+
+    batch = run_batch(root / "plan.json", _plan(root))
     assert batch.returncode == 0, batch.stderr[-3000:]
 
 
