@@ -222,6 +222,7 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     for key in ("num_labels", "num_train_iter", "batch_size"):
         if key in out and (not isinstance(out[key], int) or out[key] <= 0):
             raise ConfigError(f"config key {key!r} must be a positive integer, got {out[key]!r}")
+    check_ranges(out)
     if out["num_train_iter"] % out["epoch"]:
         raise ConfigError(f"config key 'epoch' ({out['epoch']}) must divide num_train_iter "
                           f"({out['num_train_iter']}): semilearn runs num_train_iter // epoch "
@@ -231,7 +232,6 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
                           f"{out['augment_on']!r}")
     if out["augment_on"] == "device":
         _check_device_augment(out)
-    check_ranges(out)
     check_device(out.get("device"), "device")
     return out
 
@@ -273,7 +273,19 @@ RANGES: Dict[str, tuple] = {
     "num_eval_iter": (1, math.inf, False, True),
     "num_log_iter": (1, math.inf, False, True),
     "epoch": (1, math.inf, False, True),
+    "T": (0.0, math.inf, True, True),           # a temperature: T <= 0 has no softmax
+    "seed": (0, 2 ** 32, False, True),          # numpy's seeds
+    "num_workers": (0, math.inf, False, True),
 }
+
+
+def _interval(key: str) -> str:
+    """:data:`RANGES`' interval of ``key`` as written in maths: ``(0, 1]``, ``[0, 4294967296)``."""
+    lo, hi, lo_open, hi_open = RANGES[key]
+
+    def num(x: float) -> str:
+        return str(x) if isinstance(x, int) else f"{x:g}"
+    return f"{'(' if lo_open else '['}{num(lo)}, {num(hi)}{')' if hi_open else ']'}"
 
 
 def shorten_schedule(file_cfg: Dict[str, Any], cfg: Dict[str, Any],
@@ -319,7 +331,7 @@ def check_ranges(cfg: Dict[str, Any]) -> None:
         bad = (math.isnan(value) or (value <= lo if lo_open else value < lo)
                or (value >= hi if hi_open else value > hi))
         if bad:
-            interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+            interval = _interval(key)
             raise ConfigError(f"config key {key!r} must be in {interval}, got {value!r}")
     if not _supervised(cfg["algorithm"]) and "uratio" in cfg and not (
             isinstance(cfg["uratio"], int) and cfg["uratio"] >= 1):
@@ -426,28 +438,40 @@ def command_line_config(path: str, overrides: Sequence[str], **flags: Any
 
 
 # -- comparing configs ---------------------------------------------------------------------------
-#: keys a resumed run must share with the run it continues (they shape its model, data or
-#: method); others (lr, num_train_iter, logging) may change, and config.yaml records them
-RESUME_KEYS = ("algorithm", "dataset", "net", "net_options", "seed", "num_labels",
-               "label_percent", "label_list", "subset_percent", "uratio", "batch_size",
-               "in_channels", "dataset_options")
-RESUME_PREFIXES = ("dm_", "mix_", "st_")
-#: keys where a sweep's run may differ from the sweep's request: where it runs, not what it
-#: computes
-RUNTIME_KEYS = ("save_dir", "save_name", "data_dir", "device", "progress", "verbose",
-                "num_workers", "resume", "load_path", "experiment")
+#: keys that say where a run runs and how it is watched, not what it computes: a resume may
+#: change them (config.yaml then records the new value, run.json the change)
+OPERATIONAL_KEYS = ("save_dir", "save_name", "data_dir", "load_path", "resume", "device",
+                    "channels_last", "num_workers", "progress", "verbose", "num_log_iter",
+                    "num_eval_iter", "eval_batch_size", "eval_mixed", "use_tensorboard",
+                    "use_wandb", "use_aim", "overwrite", "experiment", "gpu", "rank",
+                    "world_size", "dist_url", "dist_backend", "multiprocessing_distributed",
+                    "distributed")
+#: keys that set the run's length: a resume may change them as an extension (the schedules
+#: continue from the checkpoint: dm_ssl.algorithms.schedule)
+SCHEDULE_KEYS = ("num_train_iter", "epoch")
+#: what a resume may do with a key: refuse a change, extend the run, or record the change
+KEY_KINDS = ("identity", "schedule", "operational")
 
 
-def resume_keys(cfg: Mapping[str, Any]) -> List[str]:
-    """The keys of ``cfg`` that a resume must not change (:data:`RESUME_KEYS`, DM / mixing /
-    Self-Tuning keys)."""
-    return [k for k in cfg if k in RESUME_KEYS or k.startswith(RESUME_PREFIXES)]
+def key_kind(key: str) -> str:
+    """How a resume treats a change of ``key`` (:data:`KEY_KINDS`): ``operational`` keys
+    (:data:`OPERATIONAL_KEYS`) may change, ``schedule`` keys (:data:`SCHEDULE_KEYS`) extend
+    or shorten the run, every other key is the run's ``identity`` (model, data, method,
+    optimisation) and a change is refused."""
+    if key in OPERATIONAL_KEYS:
+        return "operational"
+    return "schedule" if key in SCHEDULE_KEYS else "identity"
+
+
+def resume_keys(cfg: Iterable[str]) -> List[str]:
+    """The keys of ``cfg`` that a resume must not change (the ``identity`` keys)."""
+    return [k for k in cfg if key_kind(k) == "identity"]
 
 
 def sweep_keys(requested: Iterable[str]) -> List[str]:
-    """The keys a sweep asked for that a run already made must match (all but
-    :data:`RUNTIME_KEYS`)."""
-    return [k for k in requested if k not in RUNTIME_KEYS]
+    """The keys a sweep asked for that a run already made must match: all but the
+    ``operational`` ones (where it runs, not what it computes)."""
+    return [k for k in requested if key_kind(k) != "operational"]
 
 
 def read_run_config(run_dir: Path) -> Optional[Dict[str, Any]]:
@@ -482,6 +506,7 @@ class KeyDoc(NamedTuple):
     help: str
     group: str
     algorithms: Tuple[str, ...]
+    resume: str = "identity"  # what a resume may do with it (:func:`key_kind`)
 
 
 def _choices() -> Dict[str, Tuple[str, ...]]:
@@ -502,8 +527,7 @@ def _allowed(key: str, default: Any, choices: Dict[str, Tuple[str, ...]]) -> str
         text = " \\| ".join(choices[key])
         return text + (" (supervised_mixup: any timm optimizer)" if key == "optim" else "")
     if key in RANGES:
-        lo, hi, lo_open, hi_open = RANGES[key]
-        return f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        return _interval(key)
     if key in ("num_labels", "num_train_iter", "batch_size"):
         return "integer > 0"
     if key == "uratio":
@@ -557,5 +581,5 @@ def describe_keys(algorithms: Sequence[str]) -> List[KeyDoc]:
         algs = tuple(row["algorithms"]) if len(row["algorithms"]) < len(algorithms) else ()
         group = spec.group if spec else ("algorithm" if algs else "semilearn (USB)")
         rows.append(KeyDoc(key, row["default"], _allowed(key, row["default"], choices),
-                           spec.help if spec else row["help"], group, algs))
+                           spec.help if spec else row["help"], group, algs, key_kind(key)))
     return rows

@@ -18,6 +18,9 @@ def test_the_reference_describes_every_key_validate_accepts():
     assert rows["augment_on"].allowed.split(" \\| ") == ["loader", "device"]
     assert "cub200" in rows["dataset"].allowed  # the dataset registry's names
     assert rows["st_queue_size"].algorithms == ("selftuning_dm",)
+    assert rows["seed"].allowed == "[0, 4294967296)"
+    assert (rows["lr"].resume, rows["epoch"].resume, rows["num_workers"].resume) == (
+        "identity", "schedule", "operational")
     assert rows["lr"].algorithms == ()  # every algorithm reads it
 
 
@@ -27,9 +30,17 @@ def test_config_changes_compares_the_named_keys_with_paths_absolute(tmp_path, mo
     wanted = {"lr": 0.03, "seed": 1, "data_dir": os.path.abspath("data"), "num_workers": 0}
     assert config.config_changes(saved, wanted, ["lr", "data_dir"]) == []
     assert config.config_changes(saved, wanted, ["seed"]) == ["seed: 0 -> 1"]
-    # resume compares the keys that shape the run, a sweep all but the runtime ones
-    assert "seed" in config.resume_keys(wanted) and "lr" not in config.resume_keys(wanted)
+    # resume refuses a change of an identity key (lr included: issue #27), a sweep compares
+    # all but the operational ones
+    assert config.resume_keys(wanted) == ["lr", "seed"]
     assert config.sweep_keys(wanted) == ["lr", "seed"]
+    assert config.sweep_keys(["num_train_iter", "num_eval_iter"]) == ["num_train_iter"]
+    kinds = {k: config.key_kind(k) for k in ("lr", "dm_w_ll", "T", "num_train_iter", "epoch",
+                                             "num_workers", "device", "num_eval_iter")}
+    assert kinds == {"lr": "identity", "dm_w_ll": "identity", "T": "identity",
+                     "num_train_iter": "schedule", "epoch": "schedule",
+                     "num_workers": "operational", "device": "operational",
+                     "num_eval_iter": "operational"}
 
 
 def test_read_run_config(tmp_path):

@@ -300,7 +300,7 @@ def config_changes(spec: RunSpec) -> List[str]:
     """How the run already in ``spec.run_dir`` differs from what the sweep asks for now (its
     ``config.yaml`` against the cell's config with this sweep's ``--set`` / ``--seeds``), as
     ``key: old -> new``; empty for a new run or the same config. Runtime keys
-    (:data:`dm_ssl.config.RUNTIME_KEYS`) are not compared."""
+    (``operational`` keys: :func:`dm_ssl.config.key_kind`) are not compared."""
     from dm_ssl.config import ConfigError, config_changes, read_run_config, sweep_keys, validate
 
     saved = read_run_config(Path(spec.run_dir))

@@ -40,15 +40,17 @@ def render() -> str:
         groups.setdefault(row.group, []).append(row)
     out = [f"{len(rows)} keys for {', '.join(ALGORITHMS)}. *Allowed* is what `validate` "
            "accepts; a key outside its range or of another type stops the run with one line "
-           "naming it.\n"]
+           "naming it. *On resume*: a change of an *identity* key is refused, a *schedule* "
+           "key extends (or shortens) the run from its checkpoint, an *operational* key may "
+           "change (run.json records it).\n"]
     for group in sorted(groups, key=lambda g: GROUP_ORDER.index(g) if g in GROUP_ORDER else 99):
         out += [f"## {group[0].upper()}{group[1:]}\n",
-                "| key | default | allowed | what it changes | algorithms |",
-                "|---|---|---|---|---|"]
+                "| key | default | allowed | what it changes | algorithms | on resume |",
+                "|---|---|---|---|---|---|"]
         for r in sorted(groups[group], key=lambda r: r.name):
             algs = ", ".join(r.algorithms) if r.algorithms else "all"
             out.append(f"| `{r.name}` | `{_cell(r.default)}` | {r.allowed} | "
-                       f"{r.help.replace('|', '/') or '—'} | {algs} |")
+                       f"{r.help.replace('|', '/') or '—'} | {algs} | {r.resume} |")
         out.append("")
     return "\n".join(out)
 
