@@ -103,8 +103,11 @@ def device_info(device: Any) -> Dict[str, Any]:
 
 
 def record_start(run_dir: Path, cfg: Dict[str, Any], device: Any, *, resumed_from: Optional[
-        str] = None, start_it: int = 0) -> Dict[str, Any]:
-    """Write (or extend, at a resume) ``run.json``."""
+        str] = None, start_it: int = 0, event: Optional[Dict[str, Any]] = None
+                 ) -> Dict[str, Any]:
+    """Write (or extend, at a resume) ``run.json``; ``event``: what this start changes
+    (``changes``: key -> [old, new]; ``extension``: the run's new length), kept in its
+    ``starts`` entry."""
     path = Path(run_dir) / RUN_FILE
     record = (read_json(path) if resumed_from else None) or {}
     record.update({
@@ -117,7 +120,8 @@ def record_start(run_dir: Path, cfg: Dict[str, Any], device: Any, *, resumed_fro
     })
     record.setdefault("starts", []).append({
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "iteration": int(start_it), "resumed_from": resumed_from, "argv": sys.argv[1:]})
+        "iteration": int(start_it), "resumed_from": resumed_from, "argv": sys.argv[1:],
+        **(event or {})})
     atomic_json(path, record)
     return record
 

@@ -353,6 +353,7 @@ def test_run_records_metrics_and_a_truncated_latest_checkpoint(tmp_path, capsys)
     assert prev.exists()
     latest = run / "latest_model.pth"
     latest.write_bytes(latest.read_bytes()[:1000])
+    (run / "results.json").unlink()  # as a run killed in its last save (a finished one: no-op)
     capsys.readouterr()
     assert cli.main(argv + _sets("resume=true")) == 0
     err = capsys.readouterr().err
@@ -362,6 +363,7 @@ def test_run_records_metrics_and_a_truncated_latest_checkpoint(tmp_path, capsys)
     # both damaged: one clear error, nothing trained
     for path in (latest, prev):
         path.write_bytes(b"not a checkpoint")
+    (run / "results.json").unlink()
     assert cli.main(argv + _sets("resume=true")) == 2
     assert "no readable checkpoint" in capsys.readouterr().err
 

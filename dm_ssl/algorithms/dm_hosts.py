@@ -142,7 +142,8 @@ class DecoupledMixupMixin:
             dm_loss, logs = self.dm(
                 self.mixing, net, batch["x_lb"], batch["y_lb"], batch["x_ulb_w"], probs,
                 captured.get("mask"), p_cutoff=float(getattr(self, "p_cutoff", 0.95)),
-                use_host_mask=self.dm_use_host_mask, it=self.it, total_it=self.num_train_iter)
+                use_host_mask=self.dm_use_host_mask, it=self.it, total_it=self.num_train_iter,
+                ramp_at=self.schedule_time())
         out_dict["loss"] = out_dict["loss"] + dm_loss
         log_dict.update(self.process_log_dict(**logs))
         log_dict["train/total_loss"] = out_dict["loss"].item()

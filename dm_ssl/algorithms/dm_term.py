@@ -144,8 +144,9 @@ class DecoupledMixupTerm:
 
     def __call__(self, mixing: MixingModule, net: nn.Module, x_lb: Tensor, y_lb: Tensor,
                  x_ulb_w: Tensor, probs_ulb_w: Tensor, host_mask: Optional[Tensor],
-                 p_cutoff: float, use_host_mask: bool, it: int,
-                 total_it: int) -> Tuple[Tensor, Dict[str, float]]:
+                 p_cutoff: float, use_host_mask: bool, it: int, total_it: int,
+                 ramp_at: Optional[Tuple[float, int]] = None
+                 ) -> Tuple[Tensor, Dict[str, float]]:
         """Returns the weighted term and its logs.
 
         Args:
@@ -154,13 +155,16 @@ class DecoupledMixupTerm:
             probs_ulb_w: the host's probabilities of the weak unlabeled view (after any
                 distribution alignment); their argmax are the hard pseudo-labels.
             host_mask: the host's mask of the unlabeled batch (used when ``use_host_mask``).
+            ramp_at: ``(iteration, length)`` on the run's schedule clock for the ramps (an
+                extended run: :mod:`dm_ssl.algorithms.schedule`); default ``(it, total_it)``.
         """
         cfg, n_l = self.cfg, y_lb.shape[0]
         if x_ulb_w.shape[0] < n_l:
             raise ValueError(f"L_lu pairs labeled sample i with weak unlabeled sample i: needs "
                              f"uratio >= 1 ({x_ulb_w.shape[0]} unlabeled < {n_l} labeled)")
-        w_ll = cfg.w_ll * ramp(cfg.ramp_ll, it, total_it)
-        w_lu = cfg.w_lu * ramp(cfg.ramp_lu, it, total_it)
+        at, length = ramp_at if ramp_at is not None else (it, total_it)
+        w_ll = cfg.w_ll * ramp(cfg.ramp_ll, at, length)
+        w_lu = cfg.w_lu * ramp(cfg.ramp_lu, at, length)
         max_prob, pseudo = probs_ulb_w[:n_l].detach().max(-1)
         g, choice = self.rng.step(it)
         mixing.schedule(it, total_it, net)  # learned mixers: momentum encoder update

@@ -40,6 +40,8 @@ from torch.utils.data import DataLoader
 from dm_ssl.data.device_data import device_stream
 from dm_ssl.data.sampling import ResumableSampler, SeededDataset, derive_seed, seed_everything
 
+from . import schedule as sched
+
 #: Where each host keeps the extra tensors its ``get_save_dict`` writes (its ``load_model``
 #: puts them back with ``.cuda()``, which is why the driver restores them itself).
 _HOOK_STATE: Dict[str, str] = {
@@ -48,7 +50,8 @@ _HOOK_STATE: Dict[str, str] = {
     "p_target": "DistAlignHook",                                               # softmatch
     "prob_max_mu_t": "MaskingHook", "prob_max_var_t": "MaskingHook",
 }
-_OPTIONAL_KEYS = {"aim_run_hash"}
+#: keys older checkpoints may lack (``schedule``: before dm_ssl recorded extensions)
+_OPTIONAL_KEYS = {"aim_run_hash", "schedule"}
 
 
 class CheckpointError(RuntimeError):
@@ -208,6 +211,11 @@ class DriverMixin:
         # evaluation scores 0 % would write no model_best.pth and report best_it 1. Below any
         # accuracy, the first evaluation is the best so far (a resume restores the saved one).
         self.best_eval_acc = -1.0
+        # the schedules' clock (dm_ssl.algorithms.schedule): the length the run started with
+        # and its extensions; a checkpoint carries them
+        self.schedule_base: int = int(self.num_train_iter)
+        self.schedule_extensions: List[sched.Extension] = []
+        self.schedule_restored = False
 
     def _wrap_distributed(self) -> None:
         """DDP around the model (torchrun / USB's distributed mode); one process per device.
@@ -376,6 +384,51 @@ class DriverMixin:
             out[f"{eval_dest}/logits"] = np.concatenate(logits_all)
         return out
 
+    # -- the schedules' length -----------------------------------------------------------------
+    def schedule_time(self) -> tuple:
+        """``(iteration, length)`` on the schedule clock: where the run's ramps are (the
+        iteration itself, unless the run was extended)."""
+        return sched.clock(self.it, self.schedule_extensions), self.schedule_base
+
+    def schedule_total(self) -> int:
+        """The length the run's schedules currently end at."""
+        ext = self.schedule_extensions
+        return ext[-1].new_total if ext else self.schedule_base
+
+    def extend_schedule(self) -> Optional[sched.Extension]:
+        """After a resume with another ``num_train_iter``: the rest of every schedule is
+        stretched from the checkpoint's iteration to the new length (no jump in the lr or the
+        ramps). Returns the extension, or None when the length is unchanged."""
+        old, new = self.schedule_total(), int(self.num_train_iter)
+        if old == new:
+            return None
+        try:
+            sched.check_extension(self.it, old, new)
+        except ValueError as err:
+            raise CheckpointError(f"resume: {err}") from None
+        ext = sched.Extension(int(self.it), old, new)
+        self.schedule_extensions.append(ext)
+        self._install_schedule()
+        return ext
+
+    def _install_schedule(self) -> None:
+        """The lr schedule of the run's original length, on the schedule clock. The original
+        factors come from the algorithm's own ``set_optimizer`` built for that length (a
+        throwaway optimizer: USB's, the supervised and Self-Tuning schedules alike)."""
+        if not self.schedule_extensions or self.scheduler is None:
+            return
+        if not isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
+            raise CheckpointError(f"resume: {type(self.scheduler).__name__} cannot be extended "
+                                  "(a LambdaLR schedule can)")
+        built = self.num_train_iter
+        self.num_train_iter = self.schedule_base
+        try:
+            _, base = self.set_optimizer()
+        finally:
+            self.num_train_iter = built
+        self.scheduler.lr_lambdas = [sched.stretched(f, self.schedule_extensions)
+                                     for f in base.lr_lambdas]
+
     # -- checkpoints ------------------------------------------------------------------------
     def load_model(self, load_path):
         """Restore every piece of training state, or refuse (:class:`CheckpointError`)."""
@@ -416,8 +469,13 @@ class DriverMixin:
         self.epoch = self.start_epoch
         self._resume_skip = min(self.it - self.start_epoch * per_epoch, per_epoch)
         self.best_it, self.best_eval_acc = checkpoint["best_it"], checkpoint["best_eval_acc"]
+        self.schedule_restored = "schedule" in checkpoint
+        if self.schedule_restored:
+            self.schedule_base, self.schedule_extensions = sched.from_state(
+                checkpoint["schedule"])
+            self._install_schedule()
         base = {"model", "ema_model", "optimizer", "scheduler", "loss_scaler", "it", "epoch",
-                "best_it", "best_eval_acc"}
+                "best_it", "best_eval_acc", "schedule"}
         for key in sorted(expected - base):
             self.load_extra_state(key, checkpoint[key], load_path)
         self.print_fn(f"resumed from {load_path} at iteration {self.it}")
@@ -463,6 +521,7 @@ class DriverMixin:
         # semilearn stores it + 1, right inside a step; after the loop (its final save) that
         # counts one iteration that never ran, and a resume would skip it
         save_dict["it"] = self.it + 1 if self._mid_step else self.it
+        save_dict["schedule"] = sched.to_state(self.schedule_base, self.schedule_extensions)
         return save_dict
 
     def save_model(self, save_name, save_path):

@@ -53,12 +53,15 @@ def is_main(cfg: Dict[str, Any]) -> bool:
 
 
 def prepare_run(cfg: Dict[str, Any], record: bool = True):
-    """Datasets, logger, tensorboard and the algorithm for a validated config. ``record``
-    False (``dm-ssl eval``): no log.txt or tensorboard file is added to the run directory."""
+    """Datasets, logger, tensorboard and the algorithm for a validated config. Nothing of the
+    run's record is written yet: its log lines wait for :func:`dm_ssl.run.staging.commit`
+    (``record`` False, ``dm-ssl eval``: they never go to the run directory)."""
     from semilearn.core.utils import TBLog, get_logger
 
     from dm_ssl.algorithms import build_algorithm
     from dm_ssl.data import DatasetError, build_ssl_datasets
+
+    from .staging import staged_logger
 
     run_dir = Path(cfg["save_dir"]) / cfg["save_name"]
     barrier = None
@@ -108,14 +111,13 @@ def prepare_run(cfg: Dict[str, Any], record: bool = True):
         raise ConfigError(f"config key 'num_classes' is {cfg['num_classes']} but dataset "
                           f"{info.name!r} has {info.num_classes} classes")
     cfg = {**cfg, "num_classes": info.num_classes, "img_size": info.img_size}
-    if record:
-        logger = get_logger(cfg["save_name"], str(run_dir))
+    if record:  # log.txt and tensorboard start at staging.commit, once the run is accepted
+        logger = staged_logger(cfg["save_name"])
     else:  # a logger of its own without a file (get_logger adds one per call to a name)
         logger = get_logger(f"{cfg['save_name']}.eval")
     # semilearn's per-evaluation lines go to log.txt; the terminal shows them with --verbose
     logger.propagate = bool(cfg.get("verbose"))
-    tb_log = TBLog(str(run_dir), "tensorboard",
-                   use_tensorboard=record and bool(cfg["use_tensorboard"]) and is_main(cfg))
+    tb_log = TBLog(str(run_dir), "tensorboard", use_tensorboard=False)
     import contextlib
     import io
 
@@ -125,4 +127,5 @@ def prepare_run(cfg: Dict[str, Any], record: bool = True):
         alg = build_algorithm(cfg, dsets, tb_log, logger)
     for line in filter(None, printed.getvalue().splitlines()):
         logger.info(line)
+    alg.run_logger = logger  # staging.commit moves its lines into log.txt
     return alg, info, run_dir

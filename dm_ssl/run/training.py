@@ -1,8 +1,9 @@
 """``dm-ssl train``: one run from its validated config to ``results.json``.
 
 The order is the run's contract: every refusal (a run already there, a resume that would
-change the run, a bad net or dataset) happens before the run's record changes; a new run
-refused while building leaves no folder behind.
+change the run, a damaged checkpoint, a bad net or dataset) happens before the run's record
+changes — its log lines and tensorboard wait for :func:`dm_ssl.run.staging.commit` — and a
+new run refused while building leaves no folder behind.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import yaml
 
@@ -21,7 +22,8 @@ from .errors import RunIncompleteError, RunStopped
 from .folder import CKPT, checkpoints, fail, first_missing, remove_new_run_dir, write_results
 from .hooks import progress_hook, stop_hook
 from .prepare import init_distributed, is_main, prepare_run, set_seed
-from .resume import check_resume_config, resume_run
+from .resume import ResumePlan, check_resume_config, remove_partial, resume_run
+from .staging import commit
 
 
 def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -36,8 +38,9 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
     if not cfg.get("resume") and any(p.exists() for p in checkpoints(run_dir / CKPT)):
         raise ConfigError(f"{run_dir} already holds a run (checkpoints, results): pass "
                           "--set resume=true to continue it, or choose another save_name")
-    if cfg.get("resume"):
-        check_resume_config(cfg, run_dir)
+    plan = check_resume_config(cfg, run_dir) if cfg.get("resume") else None
+    if plan is not None and plan.finished is not None:
+        return _already_finished(cfg, run_dir, plan.finished)
     resolved = dict(cfg)  # what config.yaml records: the user's (global) settings
     created = first_missing(run_dir)  # removed again if the run is refused while building
     cfg = init_distributed(cfg)
@@ -54,9 +57,21 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
             remove_new_run_dir(run_dir, created)
         raise
     try:
-        return _train_built(cfg, resolved, alg, info, run_dir, ckpt)
+        return _train_built(cfg, resolved, alg, info, run_dir, ckpt, plan)
     finally:
         close_tensorboard(alg)
+
+
+def _already_finished(cfg: Dict[str, Any], run_dir: Path,
+                      results: Dict[str, Any]) -> Dict[str, Any]:
+    """``resume: true`` on a run finished at this length: said, its results printed again
+    (stdout's JSON line, as when it finished), nothing written."""
+    if is_main(cfg):
+        print(f"dm-ssl: {run_dir} already finished at iteration {results.get('iterations')} "
+              "(results.json); nothing to do — to train it longer, resume with "
+              "--set num_train_iter=<more>", file=sys.stderr)
+        print(json.dumps(results), flush=True)
+    return results
 
 
 def close_tensorboard(alg: Any) -> None:
@@ -69,16 +84,24 @@ def close_tensorboard(alg: Any) -> None:
 
 
 def _train_built(cfg: Dict[str, Any], resolved: Dict[str, Any], alg: Any, info: Any,
-                 run_dir: Path, ckpt: Path) -> Dict[str, Any]:
+                 run_dir: Path, ckpt: Path, plan: Optional[ResumePlan]) -> Dict[str, Any]:
     """The built run: resume it or start it, train, evaluate, record."""
     from dm_ssl import records
 
-    resumed_from = None
-    if cfg.get("resume"):  # before anything of the run's record changes: a refusal keeps it
+    resumed_from, event = None, {}
+    if plan is not None:  # before anything of the run's record changes: a refusal keeps it
         resumed_from = str(resume_run(alg, ckpt))
+        if not alg.schedule_restored and plan.saved_total:  # a checkpoint before dm_ssl 0.x
+            alg.schedule_base = plan.saved_total
+        extension = alg.extend_schedule()
+        event = {"changes": plan.changes} if plan.changes else {}
+        if extension is not None:
+            event["extension"] = extension._asdict()
+    commit(alg, run_dir, bool(cfg["use_tensorboard"]), is_main(cfg))
+    if plan is not None:
+        remove_partial(alg, ckpt)
         if is_main(cfg):
-            print(f"dm-ssl: resumed {run_dir} from {Path(resumed_from).name} at iteration "
-                  f"{alg.it} of {alg.num_train_iter}", file=sys.stderr)
+            _say_resumed(run_dir, resumed_from, alg, event)
     if is_main(cfg):
         with open(run_dir / "config.yaml", "w") as fh:
             yaml.safe_dump(resolved, fh, sort_keys=False)
@@ -88,7 +111,7 @@ def _train_built(cfg: Dict[str, Any], resolved: Dict[str, Any], alg: Any, info: 
             (run_dir / records.METRICS_FILE).unlink(missing_ok=True)
         # num_labels as the data has it (supervised runs: the training (sub)set's size)
         records.record_start(run_dir, {**cfg, "num_labels": info.num_labels}, alg.device,
-                             resumed_from=resumed_from, start_it=alg.it)
+                             resumed_from=resumed_from, start_it=alg.it, event=event)
         alg.register_hook(records.metrics_hook(run_dir, alg.num_log_iter, alg.num_eval_iter),
                           "MetricsHook", "LOWEST")
     if cfg.get("progress", True):
@@ -144,3 +167,22 @@ def _train_built(cfg: Dict[str, Any], resolved: Dict[str, Any], alg: Any, info: 
         alg.print_fn(f"results: {json.dumps(results)}")
         print(json.dumps(results), flush=True)  # stdout: one JSON line, as `dm-ssl eval`
     return results
+
+
+def _say_resumed(run_dir: Path, resumed_from: str, alg: Any, event: Dict[str, Any]) -> None:
+    """The resume's lines on stderr: where it continues, and what it changes."""
+    print(f"dm-ssl: resumed {run_dir} from {Path(resumed_from).name} at iteration {alg.it} of "
+          f"{alg.num_train_iter}", file=sys.stderr)
+    ext = event.get("extension")
+    if ext:
+        print(f"dm-ssl: the run's length changes from {ext['old_total']} to {ext['new_total']} "
+              f"iterations at iteration {ext['at']}: the lr schedule and the DM ramps continue "
+              "from the checkpoint, stretched over the rest (run.json records it)"
+              + (f"; the schedule had ended at {ext['at']}, so the added iterations train at "
+                 f"its final lr ({alg.optimizer.param_groups[0]['lr']:.4g})"
+                 if ext["at"] == ext["old_total"] else ""), file=sys.stderr)
+    changed = {k: v for k, v in event.get("changes", {}).items() if k not in ("num_train_iter",)}
+    if changed:
+        print("dm-ssl: this resume changes " + "; ".join(f"{k}: {a!r} -> {b!r}"
+                                                       for k, (a, b) in changed.items())
+              + " (run.json records it)", file=sys.stderr)
