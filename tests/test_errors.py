@@ -127,6 +127,11 @@ CASES = {
         ["wrong.pth"]),
     "missing checkpoint at eval": (lambda t: ["eval", "--checkpoint", str(t / "none.pth")],
                                    ["none.pth"]),
+    "checkpoint is a directory at eval": (lambda t: ["eval", "--checkpoint", str(t)],
+                                          ["is a directory", "no *.pth"]),
+    "data_dir is a file": (lambda t: ["train", "--config", str(config(t, {
+        **DIGITS, "dataset": "cifar10", "num_labels": 10, "in_channels": 3})),
+        "--data-dir", str(_a_file(t))], ["not_a_dir", "is a file, not a folder"]),
     "every fine-grained image labeled": (lambda t: ["train", "--config", str(config(t, {
         **DIGITS, "algorithm": "selftuning_dm", "dataset": "cub200", "label_percent": 100}))],
         ["label_percent", "no unlabeled images"]),
@@ -138,7 +143,7 @@ CASES = {
     "unknown mixer at eval": (lambda t: ["eval", "--checkpoint", str(t / "none.pth"),
                                          "--mixed", "mixitup"], ["--mixed", "mixitup"]),
 }
-EVAL_CASES = ("missing checkpoint at eval", "FGSM epsilon not a number", "negative FGSM epsilon",
+EVAL_CASES = ("missing checkpoint at eval", "checkpoint is a directory at eval", "FGSM epsilon not a number", "negative FGSM epsilon",
               "unknown mixer at eval")
 
 
@@ -199,6 +204,8 @@ def _plan(root: Path) -> Dict[str, List[str]]:
     shutil.copytree(run, copy)
     for path in copy.glob("*.pth*"):
         path.write_bytes(path.read_bytes()[:64])
+    (copy / "results.json").unlink()  # as a run killed before it finished
+    (root / "truncated.json").write_text(json.dumps(hashes(copy)))
     plan["truncated_eval"] = ["eval", "--checkpoint", str(copy / "latest_model.pth")]
     plan["truncated_resume"] = ["train", "--config", str(config(
         root, {**cfg, "resume": True}, "truncated.yaml")), "--save-dir", str(copy.parent)]
@@ -321,6 +328,9 @@ def test_an_existing_run_is_never_changed_by_a_refused_command(processes, tmp_pa
 def test_truncated_checkpoints_are_named_at_eval_and_at_resume(processes):
     one_error_line(process(processes, "truncated_eval"), "latest_model.pth")
     one_error_line(process(processes, "truncated_resume"), "latest_model.pth")
+    # refused after the run was built: no log line, no tensorboard file, nothing else
+    copy = processes / "truncated" / "runs" / RUN
+    assert hashes(copy) == json.loads((processes / "truncated.json").read_text())
 
 
 def _damaged_image_run(tmp: Path) -> List[str]:

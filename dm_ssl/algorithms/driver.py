@@ -446,8 +446,8 @@ class DriverMixin:
         if missing:
             raise CheckpointError(
                 f"checkpoint {load_path} lacks {missing}: it was not written by this algorithm "
-                f"({self.args.algorithm}) with this configuration; refusing to resume "
-                "half-loaded")
+                f"({self.args.algorithm}) with this configuration; refusing to load it "
+                "half-way")
         try:
             self.model.load_state_dict(_match_prefix(checkpoint["model"], self.model))
             self.ema_model.load_state_dict(_match_prefix(checkpoint["ema_model"],
@@ -478,7 +478,7 @@ class DriverMixin:
                 "best_it", "best_eval_acc", "schedule"}
         for key in sorted(expected - base):
             self.load_extra_state(key, checkpoint[key], load_path)
-        self.print_fn(f"resumed from {load_path} at iteration {self.it}")
+        self.print_fn(f"loaded {load_path} at iteration {self.it}")
         return checkpoint
 
     def _save_keys(self, checkpoint: Dict[str, Any]) -> set:

@@ -28,6 +28,10 @@ def evaluate(checkpoint: str, data_dir: Optional[str] = None, device: Optional[s
         if mixed not in MIXERS:
             raise ConfigError(f"--mixed: unknown mixer {mixed!r}; known mixers: "
                               f"{', '.join(sorted(MIXERS))}")
+    if ckpt.is_dir():
+        found = sorted(p.name for p in ckpt.glob("*.pth"))
+        raise ConfigError(f"--checkpoint {ckpt} is a directory: name a checkpoint file in it ("
+                          + (", ".join(found) if found else "it holds no *.pth file") + ")")
     if not ckpt.is_file():
         raise ConfigError(f"checkpoint {ckpt} not found")
     cfg_path = ckpt.parent / "config.yaml"

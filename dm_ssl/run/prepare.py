@@ -52,18 +52,23 @@ def is_main(cfg: Dict[str, Any]) -> bool:
     return not cfg.get("distributed") or cfg.get("rank", 0) == 0
 
 
-def prepare_run(cfg: Dict[str, Any], record: bool = True):
-    """Datasets, logger, tensorboard and the algorithm for a validated config. Nothing of the
-    run's record is written yet: its log lines wait for :func:`dm_ssl.run.staging.commit`
-    (``record`` False, ``dm-ssl eval``: they never go to the run directory)."""
+def prepare_run(cfg: Dict[str, Any], record: bool = True, staged: bool = False):
+    """Datasets, logger, tensorboard and the algorithm for a validated config. ``staged``
+    (``dm-ssl train``): nothing of the run's record is written yet, its log lines and
+    tensorboard wait for :func:`dm_ssl.run.staging.commit`; ``record`` False (``dm-ssl eval``):
+    they never go to the run directory."""
     from semilearn.core.utils import TBLog, get_logger
 
     from dm_ssl.algorithms import build_algorithm
     from dm_ssl.data import DatasetError, build_ssl_datasets
 
-    from .staging import staged_logger
+    from .staging import commit, staged_logger
 
     run_dir = Path(cfg["save_dir"]) / cfg["save_name"]
+    data_dir = cfg.get("data_dir")
+    if data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise ConfigError(f"data_dir {data_dir} is a file, not a folder: point --data-dir (or "
+                          "the config's data_dir) at the folder that holds the dataset")
     barrier = None
     if cfg.get("distributed"):
         import torch.distributed as dist
@@ -128,4 +133,6 @@ def prepare_run(cfg: Dict[str, Any], record: bool = True):
     for line in filter(None, printed.getvalue().splitlines()):
         logger.info(line)
     alg.run_logger = logger  # staging.commit moves its lines into log.txt
+    if record and not staged:
+        commit(alg, run_dir, bool(cfg["use_tensorboard"]), is_main(cfg))
     return alg, info, run_dir

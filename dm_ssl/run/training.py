@@ -49,7 +49,7 @@ def train(cfg: Dict[str, Any]) -> Dict[str, Any]:
                           f"only (device is {cfg['device']}); leave it false on CPU")
     set_seed(cfg["seed"])
     try:
-        alg, info, run_dir = prepare_run(cfg)
+        alg, info, run_dir = prepare_run(cfg, staged=True)
     except BaseException:
         # a bad net, mixer, loss or weights file shows only while building: a new run that
         # never started leaves no directory behind (an existing one is never removed)
