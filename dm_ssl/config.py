@@ -196,6 +196,11 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
                 raise ConfigError(f"config key {key!r} applies to supervised training on "
                                   "cifar10/100, tinyimagenet and imagenet only")
     if not finegrained:
+        for key in ("label_percent", "label_list"):
+            if out[key] is not None:
+                raise ConfigError(f"config key {key!r} applies to the fine-grained transfer "
+                                  f"datasets ({', '.join(_transfer_sets())}) only; "
+                                  f"{out['dataset']} takes num_labels")
         for key in FINEGRAINED_KEYS:
             if out[key] != DM_SSL_KEYS[key]:
                 raise ConfigError(f"config key {key!r} applies to the fine-grained transfer "
@@ -210,17 +215,23 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
             raise ConfigError(f"config key {key!r} must be >= 0, got {out[key]!r}")
     out["eval_mixed"] = _mixer_list("eval_mixed", out["eval_mixed"])
     _check_learned_eval(out)
-    for key in ("net_options", "experiment"):
+    for key in [k for k, v in defaults.items() if isinstance(v, dict)]:
         if not isinstance(out[key], dict):
             raise ConfigError(f"config key {key!r} must be a mapping, got {out[key]!r}")
+    if out["hflip"] is not None and not isinstance(out["hflip"], bool):
+        raise ConfigError(f"config key 'hflip' must be true, false or null (the dataset's "
+                          f"default), got {out['hflip']!r}")
     sub = out["subset_percent"]
     if sub is not None and (isinstance(sub, bool) or not isinstance(sub, (int, float))
                             or not 0 < sub <= 100):
         raise ConfigError(f"config key 'subset_percent' must be in (0, 100], got {sub!r}")
     if out["pretrained_path"] is not None:  # dm_ssl's name for semilearn's pretrain_path
         out.update(use_pretrain=True, pretrain_path=str(out["pretrained_path"]))
-    for key in ("num_labels", "num_train_iter", "batch_size"):
-        if key in out and (not isinstance(out[key], int) or out[key] <= 0):
+    for key in ("num_labels", "num_train_iter", "batch_size", "img_size"):
+        if key == "img_size" and out[key] is None:  # the dataset's own size
+            continue
+        if key in out and (isinstance(out[key], bool) or not isinstance(out[key], int)
+                           or out[key] <= 0):
             raise ConfigError(f"config key {key!r} must be a positive integer, got {out[key]!r}")
     check_ranges(out)
     if out["num_train_iter"] % out["epoch"]:
@@ -530,6 +541,10 @@ def _allowed(key: str, default: Any, choices: Dict[str, Tuple[str, ...]]) -> str
         return _interval(key)
     if key in ("num_labels", "num_train_iter", "batch_size"):
         return "integer > 0"
+    if key == "img_size":
+        return "integer > 0, or null (the dataset's size)"
+    if key == "hflip":
+        return "true \\| false \\| null (the dataset's)"
     if key == "uratio":
         return "integer >= 1"
     if isinstance(default, bool):

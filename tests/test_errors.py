@@ -108,6 +108,16 @@ CASES = {
                                  "--set", "seed=-1"], ["'seed'", "[0, 4294967296)"]),
     "negative num_workers": (lambda t: ["train", "--config", str(config(t, DIGITS)),
                                         "--set", "num_workers=-1"], ["'num_workers'"]),
+    "dataset_options not a mapping": (lambda t: ["train", "--config", str(config(t, DIGITS)),
+                                                 "--set", "dataset_options=3"],
+                                      ["'dataset_options'", "mapping"]),
+    "hflip not a boolean": (lambda t: ["train", "--config", str(config(t, DIGITS)),
+                                       "--set", "hflip=maybe"], ["'hflip'"]),
+    "negative image size": (lambda t: ["train", "--config", str(config(t, DIGITS)),
+                                       "--set", "img_size=-3"], ["'img_size'"]),
+    "label_list outside fine-grained transfer": (
+        lambda t: ["train", "--config", str(config(t, DIGITS)), "--set",
+                   f"label_list={t / 'train_15.txt'}"], ["'label_list'", "num_labels"]),
     "epoch does not divide the run": (lambda t: ["train", "--config", str(config(t, DIGITS)),
                                                  "--set", "num_train_iter=10", "--set",
                                                  "epoch=3"], ["'epoch'"]),
@@ -143,8 +153,8 @@ CASES = {
     "unknown mixer at eval": (lambda t: ["eval", "--checkpoint", str(t / "none.pth"),
                                          "--mixed", "mixitup"], ["--mixed", "mixitup"]),
 }
-EVAL_CASES = ("missing checkpoint at eval", "checkpoint is a directory at eval", "FGSM epsilon not a number", "negative FGSM epsilon",
-              "unknown mixer at eval")
+EVAL_CASES = ("missing checkpoint at eval", "checkpoint is a directory at eval",
+              "FGSM epsilon not a number", "negative FGSM epsilon", "unknown mixer at eval")
 
 
 def _truncate(tmp: Path) -> list:
