@@ -32,6 +32,7 @@ class Key(NamedTuple):
 
 _T, _S, _I = "fine-grained transfer (spec §6.2)", "supervised recipes (spec §6.3, §7)", \
     "inputs and nets"
+_H = "training health"
 #: Keys dm_ssl reads on top of semilearn's own arguments and the algorithm's. The config
 #: reference (docs/config.md) is generated from this, :data:`RANGES` and semilearn's argument
 #: help (:func:`describe_keys`).
@@ -79,6 +80,17 @@ DM_SSL_SCHEMA: Dict[str, Key] = {
                           "(Figure A1)", group="evaluation and records"),
     "experiment": Key({}, "the table cell a run belongs to (set by dm-ssl sweep)",
                       group="evaluation and records"),
+    "health": Key(True, "the training health monitor: one warning line (and run.json's "
+                        "health) when a run is not learning (dm_ssl.run.health)", group=_H),
+    "health_window": Key(0.1, "share of the run after which the labeled loss must have "
+                              "fallen and a mask must have let pseudo-labels through", group=_H),
+    "health_sup_drop": Key(0.1, "the labeled loss's least drop over the window, as a share "
+                                "of its start", group=_H),
+    "health_grad_ratio": Key(5.0, "warn when |grad DM term| / |grad L_sup| on the backbone "
+                                  "is above this (measured 1.3-2.6 with dm_w_ll 1)", group=_H),
+    "health_grad_every": Key(None, "iterations between the DM hosts' gradient measurements "
+                                   "(two extra backward passes each); default num_eval_iter, "
+                                   "0: never", group=_H),
 }
 #: every dm_ssl key with its default (:data:`DM_SSL_SCHEMA`)
 DM_SSL_KEYS: Dict[str, Any] = {k: v.default for k, v in DM_SSL_SCHEMA.items()}
@@ -218,6 +230,10 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     for key in [k for k, v in defaults.items() if isinstance(v, dict)]:
         if not isinstance(out[key], dict):
             raise ConfigError(f"config key {key!r} must be a mapping, got {out[key]!r}")
+    every = out["health_grad_every"]
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int)):
+        raise ConfigError(f"config key 'health_grad_every' must be an integer (iterations; 0: "
+                          f"never) or null (num_eval_iter), got {every!r}")
     if out["hflip"] is not None and not isinstance(out["hflip"], bool):
         raise ConfigError(f"config key 'hflip' must be true, false or null (the dataset's "
                           f"default), got {out['hflip']!r}")
@@ -287,6 +303,10 @@ RANGES: Dict[str, tuple] = {
     "T": (0.0, math.inf, True, True),           # a temperature: T <= 0 has no softmax
     "seed": (0, 2 ** 32, False, True),          # numpy's seeds
     "num_workers": (0, math.inf, False, True),
+    "health_window": (0.0, 1.0, True, False),
+    "health_sup_drop": (0.0, 1.0, False, True),
+    "health_grad_ratio": (0.0, math.inf, True, True),
+    "health_grad_every": (0, math.inf, False, True),
 }
 
 
@@ -456,7 +476,8 @@ OPERATIONAL_KEYS = ("save_dir", "save_name", "data_dir", "load_path", "resume", 
                     "num_eval_iter", "eval_batch_size", "eval_mixed", "use_tensorboard",
                     "use_wandb", "use_aim", "overwrite", "experiment", "gpu", "rank",
                     "world_size", "dist_url", "dist_backend", "multiprocessing_distributed",
-                    "distributed")
+                    "distributed", "health", "health_window", "health_sup_drop",
+                    "health_grad_ratio", "health_grad_every")
 #: keys that set the run's length: a resume may change them as an extension (the schedules
 #: continue from the checkpoint: dm_ssl.algorithms.schedule)
 SCHEDULE_KEYS = ("num_train_iter", "epoch")

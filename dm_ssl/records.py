@@ -126,6 +126,15 @@ def record_start(run_dir: Path, cfg: Dict[str, Any], device: Any, *, resumed_fro
     return record
 
 
+def record_health(run_dir: Path, symptom: Dict[str, Any]) -> None:
+    """Add a health warning (:mod:`dm_ssl.run.health`) to ``run.json``'s ``health`` list."""
+    path = Path(run_dir) / RUN_FILE
+    record = read_json(path) or {}
+    record.setdefault("health", []).append(
+        {k: list(v) if isinstance(v, tuple) else v for k, v in symptom.items()})
+    atomic_json(path, record)
+
+
 # -- metrics.jsonl ---------------------------------------------------------------------------
 def _number(value: Any) -> Optional[float]:
     try:

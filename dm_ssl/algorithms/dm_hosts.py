@@ -58,6 +58,19 @@ def dm_arguments() -> List[SSL_Argument]:
     ]
 
 
+def gradient_ratio(loss: torch.Tensor, reference: torch.Tensor, net: nn.Module) -> float:
+    """``‖∇ loss‖ / ‖∇ reference‖`` over ``net``'s parameters, its classifier excluded (the
+    ratio ``scripts/exp_ll_gradients.py`` measures). ``torch.autograd.grad`` with the graph
+    kept: two extra backward passes, and the step's own backward and gradients unchanged."""
+    params = [p for n, p in net.named_parameters() if p.requires_grad
+              and not n.startswith(("classifier", "fc.", "head"))]
+
+    def norm(t: torch.Tensor) -> torch.Tensor:
+        grads = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
+        return torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))
+    return float(norm(loss) / norm(reference).clamp_min(1e-12))
+
+
 class DecoupledMixupMixin:
     """The DM part of a ``*_dm`` algorithm; put in front of the host class."""
 
@@ -73,6 +86,10 @@ class DecoupledMixupMixin:
                                      rank=self.rank if self.distributed else 0)
         self.dm_use_host_mask = (self.dm_cfg.mask == "host"
                                  or (self.dm_cfg.mask == "auto" and self.dm_host_mask))
+        # the health monitor's gradient measurement (dm_ssl.run.health), every so many steps
+        every = getattr(args, "health_grad_every", None)
+        self.dm_grad_every = 0 if not getattr(args, "health", False) or self.distributed else (
+            int(args.num_eval_iter) if every is None else int(every))
 
     # -- model: the mixing module (mix head, learned mixers) is part of the trained model -------
     def _with_mixing(self, net: nn.Module, own: bool) -> nn.Module:
@@ -125,11 +142,20 @@ class DecoupledMixupMixin:
         if not self.dm_cfg.enabled:  # exactly the host: no extra forward, no extra draws
             return super().train_step(**batch)
         self._dm_capture = {}
+        probe = self.dm_grad_every > 0 and (self.it + 1) % self.dm_grad_every == 0
+        real_ce = self.ce_loss
+        if probe:  # the host's labeled loss: its first ce_loss of the step
+            def ce_loss(*args: Any, **kwargs: Any) -> torch.Tensor:
+                loss = real_ce(*args, **kwargs)
+                self._dm_capture.setdefault("sup_loss", loss)
+                return loss
+            self.ce_loss = ce_loss
         try:
             out_dict, log_dict = super().train_step(**batch)
             captured = self._dm_capture
         finally:
             self._dm_capture = None
+            self.ce_loss = real_ce
         if captured.get("probs") is None:
             raise RuntimeError(f"{self.args.algorithm}: the host never called its masking hook "
                                "with the unlabeled predictions; DM cannot attach to it")
@@ -144,6 +170,8 @@ class DecoupledMixupMixin:
                 captured.get("mask"), p_cutoff=float(getattr(self, "p_cutoff", 0.95)),
                 use_host_mask=self.dm_use_host_mask, it=self.it, total_it=self.num_train_iter,
                 ramp_at=self.schedule_time())
+        if probe and captured.get("sup_loss") is not None and dm_loss.requires_grad:
+            logs["dm_grad_ratio"] = gradient_ratio(dm_loss, captured["sup_loss"], net)
         out_dict["loss"] = out_dict["loss"] + dm_loss
         log_dict.update(self.process_log_dict(**logs))
         log_dict["train/total_loss"] = out_dict["loss"].item()

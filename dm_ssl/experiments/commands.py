@@ -112,8 +112,10 @@ def report_command(args: argparse.Namespace) -> int:
     cells, left_out = rp.aggregate(runs, table)
     metric = args.metric or (table.metric if table else
                              "each run's table metric; best_acc for runs outside a sweep")
+    flagged = [r for r in runs if r.health and r.metric is not None
+               and (table is None or r.table == table.name)]
     text = rp.render(cells, left_out, args.format, title=table.title if table else "",
-                     metric=metric)
+                     metric=metric, flagged=flagged)
     if args.output:
         Path(args.output).write_text(text)
     else:

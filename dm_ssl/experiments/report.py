@@ -41,6 +41,8 @@ class RunRow:
     param: Optional[Tuple[str, float]] = None   # an ablation's (hyper-parameter, value)
     #: the table's further columns: label -> value (%), None where the run has none
     extras: Dict[str, Optional[float]] = field(default_factory=dict)
+    #: the training health monitor's warnings (run.json ``health``): "name at iteration N"
+    health: List[str] = field(default_factory=list)
 
 
 def _mean_std(values: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
@@ -118,7 +120,9 @@ def load_runs(paths: Sequence[Path], metric: Optional[str] = None) -> List[RunRo
             metric=value, extras=extras,
             reference=exp.get("reference"), iterations=results.get("iterations"),
             reason=results.get("reason"),
-            param=tuple(exp["param"]) if exp.get("param") else None))
+            param=tuple(exp["param"]) if exp.get("param") else None,
+            health=[f"{h.get('name')} at iteration {h.get('it')}"
+                    for h in record.get("health") or ()]))
     return rows
 
 
@@ -181,7 +185,10 @@ HEADER = ("setting", "method", "n", "mean", "std", "reference", "diff")
 
 
 def render(cells: Sequence[CellRow], left_out: Sequence[RunRow], fmt: str = "md",
-           title: str = "", metric: str = "best_acc") -> str:
+           title: str = "", metric: str = "best_acc",
+           flagged: Sequence[RunRow] = ()) -> str:
+    """The table in ``fmt``; ``left_out`` runs are listed, not averaged; ``flagged`` runs
+    (averaged in) are listed with their health warnings."""
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     rows = [(c.setting, c.method, str(c.n), _fmt(c.mean), _fmt(c.std), _fmt(c.reference),
@@ -200,6 +207,9 @@ def render(cells: Sequence[CellRow], left_out: Sequence[RunRow], fmt: str = "md"
         for r in left_out:
             writer.writerow((r.table, r.cell, r.setting, r.method, "0", "", "", "", "",
                              f"{r.status} seed {r.seed} at {r.iterations}"))
+        for r in flagged:
+            writer.writerow((r.table, r.cell, r.setting, r.method, "", "", "", "", "",
+                             f"health seed {r.seed}: {'; '.join(r.health)}"))
         return buf.getvalue()
     out = []
     if fmt == "md":
@@ -218,6 +228,11 @@ def render(cells: Sequence[CellRow], left_out: Sequence[RunRow], fmt: str = "md"
                 out.append(f"- {r.cell} seed {r.seed}: {r.status}"
                            + (f" at iteration {r.iterations}" if r.iterations else "")
                            + (f" ({r.reason})" if r.reason else "") + f" — {r.path}")
+        if flagged:
+            out.append("\nHealth warnings (averaged in: check these runs, "
+                       "docs/ssl.md#training-health):\n")
+            for r in flagged:
+                out.append(f"- {r.cell} seed {r.seed}: {'; '.join(r.health)} — {r.path}")
         return "\n".join(out) + "\n"
     # latex (booktabs)
     def tex(s: str) -> str:
@@ -238,6 +253,8 @@ def render(cells: Sequence[CellRow], left_out: Sequence[RunRow], fmt: str = "md"
     out.append(r"\end{tabular}")
     for r in left_out:
         out.append(f"% not averaged: {tex(r.cell)} seed {r.seed}: {r.status}")
+    for r in flagged:
+        out.append(f"% health: {tex(r.cell)} seed {r.seed}: {'; '.join(r.health)}")
     return "\n".join(out) + "\n"
 
 

@@ -20,6 +20,7 @@ from dm_ssl.evaluation.run_metrics import robustness
 
 from .errors import RunIncompleteError, RunStopped
 from .folder import CKPT, checkpoints, fail, first_missing, remove_new_run_dir, write_results
+from .health import health_hook
 from .hooks import progress_hook, stop_hook
 from .prepare import init_distributed, is_main, prepare_run, set_seed
 from .resume import ResumePlan, check_resume_config, remove_partial, resume_run
@@ -117,6 +118,8 @@ def _train_built(cfg: Dict[str, Any], resolved: Dict[str, Any], alg: Any, info: 
     if cfg.get("progress", True):
         alg.register_hook(progress_hook(alg.num_train_iter), "ProgressHook", "LOWEST")
     alg.register_hook(stop_hook(run_dir), "StopHook", "LOWEST")
+    if cfg["health"]:
+        alg.register_hook(health_hook(cfg, run_dir, is_main(cfg)), "HealthHook", "LOWEST")
     from dm_ssl.algorithms import CheckpointWriteError, NonFiniteLossError
 
     try:

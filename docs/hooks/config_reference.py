@@ -17,7 +17,7 @@ ALGORITHMS = ("fixmatch", "fixmatch_dm", "flexmatch", "flexmatch_dm", "freematch
               "supervised_mixup", "fullysupervised")
 GROUP_ORDER = ("run", "inputs and nets", "semilearn (USB)", "algorithm",
                "fine-grained transfer (spec §6.2)", "supervised recipes (spec §6.3, §7)",
-               "evaluation and records")
+               "evaluation and records", "training health")
 
 
 def _cell(value: Any) -> str:
