@@ -56,6 +56,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "DM(CE), dm_w_ll=1": {**DM, "dm_w_ll": 1.0},
     "DM(CE), dm_w_ll=1, dm_ramp_ll=cosine": {**DM, "dm_w_ll": 1.0, "dm_ramp_ll": "cosine"},
     "DM(CE), all official values": {**DM, **OFFICIAL},
+    # issue #27: should the shipped paper configs ramp L_ll?
+    "DM(CE), all official values, dm_ramp_ll=cosine": {**DM, **OFFICIAL, "dm_ramp_ll": "cosine"},
 }
 
 
