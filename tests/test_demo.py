@@ -101,7 +101,8 @@ def test_dm_options_experiment_smoke(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "colour" / "cifar-10-batches-py" / "test_batch").exists()
     record = json.loads((out / "dm_options.json").read_text())
     results = record["results"]
-    assert set(results) == {"FixMatch", "DM(CE), all official values"}
+    assert set(results) == {"FixMatch", "DM(CE), all official values",
+                            "DM(CE), all official values, dm_ramp_ll=cosine"}
     assert record["meta"]["iters"] == 4 and record["meta"]["torch_threads"] >= 1
     assert results["FixMatch"][0]["mix_mask"] is None
     assert results["DM(CE), all official values"][0]["mix_mask"] is not None
