@@ -271,10 +271,16 @@ def test_a_sweep_refuses_runs_made_with_another_config(tmp_path, capsys, monkeyp
     assert sweep.config_changes(same[0]) == []
     argv = ["sweep", "digits_smoke", "--runs-dir", str(tmp_path), "--seeds", "0", "--only",
             "fixmatch", "--set", "num_train_iter=6"]
+    def tree():
+        return {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+
+    before = tree()
     capsys.readouterr()
     assert cli.main(argv + ["--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "fixmatch_s0 (num_train_iter: 4 -> 6)" in err and "--rerun-changed" in err
+    assert cli.main(argv) == 2 and "--rerun-changed" in capsys.readouterr().err
+    assert tree() == before  # refused: nothing written, no lock taken
     monkeypatch.setattr(sweep, "run_local", lambda specs, **kw: [])
     assert cli.main(argv + ["--rerun-changed"]) == 0
     assert not run.exists() and len(list(run.parent.glob("fixmatch_s0.changed-*"))) == 1

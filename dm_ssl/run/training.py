@@ -92,7 +92,7 @@ def _train_built(cfg: Dict[str, Any], resolved: Dict[str, Any], alg: Any, info: 
     resumed_from, event = None, {}
     if plan is not None:  # before anything of the run's record changes: a refusal keeps it
         resumed_from = str(resume_run(alg, ckpt))
-        if not alg.schedule_restored and plan.saved_total:  # a checkpoint before dm_ssl 0.x
+        if not alg.schedule_restored and plan.saved_total:  # written before the schedule clock
             alg.schedule_base = plan.saved_total
         extension = alg.extend_schedule()
         event = {"changes": plan.changes} if plan.changes else {}
