@@ -6,6 +6,7 @@
     dm-ssl sweep TABLE --runs-dir DIR [--seeds ...] [--only PATTERN] [--launcher local|slurm]
                  [--dry-run] [--data-dir DIR] [--device ...] [--set key=value ...]
     dm-ssl report RUNS_DIR... [--table NAME] [--format md|csv|latex] [--plots DIR]
+    dm-ssl data download NAME [--data-dir DIR]
 
 Only the command line lives here: arguments, dispatch, exit codes and the third-party warning
 filters. Configs: :mod:`dm_ssl.config`; a run's lifecycle: :mod:`dm_ssl.run`; sweeps and
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     tr.add_argument("--verbose", action="store_true",
                     help="semilearn's log lines on the terminal too (they are always in log.txt)")
+    tr.add_argument("--download", action="store_true",
+                    help="fetch the dataset into the data folder first when it is missing")
     ev = sub.add_parser("eval", help="evaluate a checkpoint written by dm-ssl train",
                         parents=[common])
     ev.add_argument("--checkpoint", required=True)
@@ -78,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--max-parallel", type=int, default=64, help="slurm: array parallelism")
     sw.add_argument("--cluster", choices=("slurm", "local", "debug"),
                     help="submitit cluster (default: slurm when sbatch is there)")
+    da = sub.add_parser("data", help="get datasets: dm-ssl data download NAME",
+                        parents=[common])
+    da_sub = da.add_subparsers(dest="data_command", required=True)
+    dl = da_sub.add_parser("download", parents=[common],
+                           help="fetch a dataset's official archives (checked) and extract "
+                                "them into the layout dm-ssl reads")
+    dl.add_argument("name", help="a dataset name (cifar10, cifar100, tinyimagenet, cub200, "
+                                 "fgvc_aircraft)")
+    dl.add_argument("--data-dir", default="./data",
+                    help="where the dataset goes: the config's data_dir (default: ./data)")
     rp = sub.add_parser("report", help="mean ± std per table cell beside the paper's number",
                         parents=[common])
     rp.add_argument("runs", nargs="+", metavar="RUNS_DIR",
@@ -141,7 +154,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         cfg, note = command_line_config(args.config, args.overrides, data_dir=args.data_dir,
                                         save_dir=args.save_dir, device=args.device,
-                                        verbose=args.verbose)
+                                        verbose=args.verbose,
+                                        download=True if args.download else None)
         if note and os.environ.get("RANK", "0") == "0":
             print(f"dm-ssl: {note}", file=sys.stderr)
         train(cfg)
@@ -149,6 +163,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from dm_ssl.experiments.commands import sweep_command
 
         return sweep_command(args)
+    elif args.command == "data":
+        from dm_ssl.data.download import fetch_dataset
+        from dm_ssl.data.registry import get_dataset
+
+        root = fetch_dataset(get_dataset(args.name), args.data_dir)
+        print(f"dm-ssl: {args.name} is in {os.path.abspath(root)} (data_dir: {args.data_dir})",
+              file=sys.stderr)
     elif args.command == "report":
         from dm_ssl.experiments.commands import report_command
 

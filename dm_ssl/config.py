@@ -40,6 +40,9 @@ DM_SSL_SCHEMA: Dict[str, Key] = {
     "device": Key(None, "cpu, cuda, cuda:1, ...; default: cuda when available"),
     "channels_last": Key(True, "channels-last memory format (1.65x faster WRN-28-2 steps on "
                                "CPU, same loss: scripts/bench_step.py)"),
+    "download": Key(False, "fetch a missing dataset (its official archives, checksums "
+                           "checked) into data_dir before the run; false: nothing touches the "
+                           "network"),
     "progress": Key(True, "a progress bar with the live losses on the terminal"),
     "verbose": Key(False, "semilearn's log lines on the terminal too (always in log.txt)"),
     "sync_bn": Key(False, "torchrun: BN statistics over all processes (SyncBatchNorm, CUDA)"),
@@ -471,7 +474,8 @@ def command_line_config(path: str, overrides: Sequence[str], **flags: Any
 # -- comparing configs ---------------------------------------------------------------------------
 #: keys that say where a run runs and how it is watched, not what it computes: a resume may
 #: change them (config.yaml then records the new value, run.json the change)
-OPERATIONAL_KEYS = ("save_dir", "save_name", "data_dir", "load_path", "resume", "device",
+OPERATIONAL_KEYS = ("save_dir", "save_name", "data_dir", "download", "load_path", "resume",
+                    "device",
                     "channels_last", "num_workers", "progress", "verbose", "num_log_iter",
                     "num_eval_iter", "eval_batch_size", "eval_mixed", "use_tensorboard",
                     "use_wandb", "use_aim", "overwrite", "experiment", "gpu", "rank",

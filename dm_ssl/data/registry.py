@@ -27,6 +27,7 @@ from .digits import (
     digits_class_names,
     load_digits_split,
 )
+from .download import Source
 from .finegrained_readers import (
     CUB200_LAYOUT,
     FGVC_AIRCRAFT_LAYOUT,
@@ -36,6 +37,7 @@ from .finegrained_readers import (
 from .finegrained_transforms import IMAGENET_MEAN, IMAGENET_STD
 from .tinyimagenet import (
     TINYIMAGENET_NUM_CLASSES,
+    TINYIMAGENET_URL,
     image_folder_classes,
     read_image_folder,
     read_tinyimagenet,
@@ -132,6 +134,10 @@ class Dataset:
     readers: dict[str, Any] = field(default_factory=dict)
     device_augment: tuple[str, ...] = ()
     classes_from_files: bool = False
+    #: the official archives ``dm-ssl data download`` fetches (empty: none to fetch) and,
+    #: where there is none, where to get the files
+    sources: tuple[Source, ...] = ()
+    no_source: Optional[str] = None
 
     @property
     def ssl(self) -> Optional[DatasetSpec]:
@@ -174,7 +180,7 @@ def _paths(reader: Callable[[PathLike, str], list[tuple[str, int]]],
     return read
 
 
-def _cifar(name: str, title: str, k: int) -> Dataset:
+def _cifar(name: str, title: str, k: int, source: Source) -> Dataset:
     mean, std = tuple(MEAN[name]), tuple(STD[name])
     return Dataset(
         name, title, title, k, 50000, 32, mean, std, readers={
@@ -184,14 +190,15 @@ def _cifar(name: str, title: str, k: int) -> Dataset:
             "supervised": SupervisedSpec(name, k, 32, mean, std, "pad", False,
                                          partial(_load_cifar, name),
                                          partial(_cifar_names, name))},
-        device_augment=("ssl", "supervised"))
+        device_augment=("ssl", "supervised"), sources=(source,))
 
 
 def _transfer(name: str, title: str, label: str, k: int, train_size: int,
-              layout: dict[str, Any], **readers: Any) -> Dataset:
+              layout: dict[str, Any], source: Optional[Source] = None) -> Dataset:
     spec = FineGrainedSpec(name=name, title=title, num_classes=k, **layout)
     return Dataset(name, title, label, k, train_size, 224, IMAGENET_MEAN, IMAGENET_STD,
-                   readers={"transfer": spec, **readers})
+                   readers={"transfer": spec}, sources=(source,) if source else (),
+                   no_source=None if source else layout["source"])
 
 
 DIGITS = Dataset(
@@ -211,8 +218,13 @@ DIGITS = Dataset(
 
 #: every dataset dm_ssl reads, by config name
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
-    _cifar("cifar10", "CIFAR-10", 10),
-    _cifar("cifar100", "CIFAR-100", 100),
+    # the archives' MD5: torchvision's CIFAR10 / CIFAR100
+    _cifar("cifar10", "CIFAR-10", 10, Source(
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
+        "cifar-10-batches-py", "c58f30108f718f92721af3b95e74349a")),
+    _cifar("cifar100", "CIFAR-100", 100, Source(
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
+        "cifar-100-python", "eb9058c3a382ffc7106e4002c42a8d85")),
     DIGITS,
     # as many classes as wnids.txt lists (200 in the official set; a subset of it works too)
     Dataset("tinyimagenet", "Tiny-ImageNet-200", "Tiny-ImageNet", TINYIMAGENET_NUM_CLASSES,
@@ -220,18 +232,29 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             readers={"supervised": SupervisedSpec(
                 "tinyimagenet", None, 64, IMAGENET_MEAN, IMAGENET_STD, "pad", True,
                 _paths(read_tinyimagenet, "val"), tinyimagenet_class_names)},
-            device_augment=("supervised",)),
+            device_augment=("supervised",), sources=(Source(
+                TINYIMAGENET_URL, "tiny-imagenet-200.zip", "tiny-imagenet-200",
+                "90528d7ca1a48142e341f4ef8d21d0de"),)),
     Dataset("imagenet", "ImageNet-1k", "ImageNet", 1000, 1281167, 224, IMAGENET_MEAN,
             IMAGENET_STD, classes_from_files=True,
             readers={"supervised": SupervisedSpec(
                 "imagenet", None, 224, IMAGENET_MEAN, IMAGENET_STD, "resized", True,
-                _paths(read_image_folder, "val"), image_folder_classes)}),
-    _transfer("cub200", "CUB-200-2011", "CUB-200", 200, 5994, CUB200_LAYOUT),
+                _paths(read_image_folder, "val"), image_folder_classes)},
+            no_source="ImageNet-1k is not downloaded by dm_ssl (it needs an account at "
+                      "https://image-net.org/): get ILSVRC2012, then arrange it as "
+                      "data_dir/train/<class>/*.JPEG and data_dir/val/<class>/*.JPEG"),
+    # CUB: CaltechDATA's record, the official home since the vision.caltech.edu links died
+    _transfer("cub200", "CUB-200-2011", "CUB-200", 200, 5994, CUB200_LAYOUT, Source(
+        "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",
+        "CUB_200_2011.tgz", "CUB_200_2011", "97eceeb196236b17998738112f37df78")),
     _transfer("stanford_cars", "Stanford Cars", "Stanford-Cars", 196, 8144,
               STANFORD_CARS_LAYOUT),
     # trainval: FGVC-Aircraft's training split in the transfer and supervised protocols
     _transfer("fgvc_aircraft", "FGVC-Aircraft", "FGVC-Aircraft", 100, 6667,
-              FGVC_AIRCRAFT_LAYOUT),
+              FGVC_AIRCRAFT_LAYOUT, Source(  # the publisher gives no checksum
+                  "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/"
+                  "fgvc-aircraft-2013b.tar.gz", "fgvc-aircraft-2013b.tar.gz",
+                  "fgvc-aircraft-2013b")),
 )}
 
 

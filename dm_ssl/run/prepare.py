@@ -76,8 +76,12 @@ def prepare_run(cfg: Dict[str, Any], record: bool = True, staged: bool = False):
         barrier = dist.barrier
         if not is_main(cfg):  # rank 0 writes the split first, the others read it
             barrier()
+    entry = DATASETS.get(cfg["dataset"])
     try:
-        entry = DATASETS.get(cfg["dataset"])
+        if cfg.get("download") and is_main(cfg) and entry is not None:
+            from dm_ssl.data.download import fetch_dataset
+
+            fetch_dataset(entry, cfg.get("data_dir") or "./data")  # the others wait (barrier)
         transfer = entry is not None and entry.transfer is not None
         if is_supervised(cfg["algorithm"]) and not transfer:
             from dm_ssl.data import build_supervised_datasets
@@ -108,7 +112,15 @@ def prepare_run(cfg: Dict[str, Any], record: bool = True, staged: bool = False):
             # semilearn's trainer wants an unlabeled set; supervised algorithms never read it
             dsets["train_ulb"] = dsets["train_lb"]
     except DatasetError as err:
-        raise ConfigError(str(err)) from None
+        hint = ""
+        if entry is not None and entry.sources and not cfg.get("download"):
+            from dm_ssl.data.download import DownloadError, is_present
+
+            if not isinstance(err, DownloadError) and not is_present(
+                    entry.sources, cfg.get("data_dir") or "./data"):
+                hint = (f" — or let dm-ssl fetch it: --download (download: true), or dm-ssl "
+                        f"data download {cfg['dataset']} --data-dir {cfg.get('data_dir')}")
+        raise ConfigError(f"{err}{hint}") from None
     finally:
         if barrier is not None and is_main(cfg):
             barrier()
