@@ -18,7 +18,6 @@ says ``download: true`` (or ``dm-ssl data download NAME``).
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import shutil
@@ -53,12 +52,11 @@ class Source:
     md5: Optional[str] = None  # None: the publisher gives none (FGVC-Aircraft)
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def md5sum(path: Path) -> str:
+    """The file's MD5 (torchvision's ``calculate_md5``, which its ``check_integrity`` uses)."""
+    from torchvision.datasets.utils import calculate_md5
+
+    return calculate_md5(str(path))
 
 
 def is_present(sources: Sequence[Source], root: PathLike) -> bool:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional
 
-from dm_ssl.config import ConfigError, config_changes, key_kind, read_run_config
+from dm_ssl.config import ConfigError, config_changes, key_kind, read_run_config, resume_keys
 
 from .folder import checkpoints
 
@@ -39,7 +39,7 @@ def check_resume_config(cfg: Dict[str, Any], run_dir: Path) -> ResumePlan:
     saved = read_run_config(run_dir)
     changes: Dict[str, List[Any]] = {}
     if saved is not None:
-        identity = config_changes(saved, cfg, [k for k in cfg if key_kind(k) == "identity"])
+        identity = config_changes(saved, cfg, resume_keys(cfg))
         if identity:
             raise ConfigError(f"resume: the config would change the run in "
                               f"{'; '.join(identity)} (the run's {run_dir / 'config.yaml'}); "
