@@ -127,6 +127,8 @@ TABLES: Dict[str, Tuple[Tuple[str, ...], Callable[[], str]]] = {
     "dm_options": (("dm_options.json",), lambda: dm_options("dm_options.json")),
     "dm_guard": (("dm_guard.json",), lambda: dm_options("dm_guard.json")),
     "ll_gradients": (("ll_gradients.json",), ll_gradients),
+    "ramp_ll_colour": (("ramp_ll_colour.json",), lambda: dm_options("ramp_ll_colour.json")),
+    "ramp_ll_digits": (("ramp_ll_digits.json",), lambda: dm_options("ramp_ll_digits.json")),
     "A1_parity": (("A1_digits", "A1_digits_device"),
                   lambda: sweep_parity("A1_digits", "A1_digits", "A1_digits_device",
                                        ("top-1", "Mixup top-2", "CutMix top-2"))),
