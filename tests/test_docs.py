@@ -60,7 +60,8 @@ def _script(name: str):
 
 
 #: the results tables the docs render from docs/records/ (scripts/docs_tables.py)
-RESULTS_TABLES = {"demo", "dm_guard", "ll_gradients", "A1_digits", "ramp_ll_colour", "ramp_ll_digits"}
+RESULTS_TABLES = {"demo", "dm_guard", "ll_gradients", "A1_digits", "ramp_ll_colour",
+                  "ramp_ll_digits"}
 
 
 def test_results_tables_equal_the_rendering_of_their_records():
