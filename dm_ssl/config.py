@@ -67,8 +67,8 @@ DM_SSL_SCHEMA: Dict[str, Key] = {
     "randaugment_n": Key(3, "RandAugment(n, m)'s n, >= 0 (semilearn's 224-px setting; "
                             "Self-Tuning 2)", group=_T),
     "randaugment_m": Key(10, "RandAugment(n, m)'s magnitude m, >= 0", group=_T),
-    "pretrained_path": Key(None, "ImageNet weights file (else the torch hub / timm cache)",
-                           group=_T),
+    "pretrained_path": Key(None, "ImageNet weights file or URL (else torchvision's / timm's "
+                                 "weights, through their caches)", group=_T),
     "subset_percent": Key(None, "class-balanced share of the training labels, in (0, 100] "
                                 "(15, 30, 50)", group=_S),
     "auto_augment": Key(None, "timm policy, e.g. rand-m9-mstd0.5-inc1 (DeiT)", group=_S),

@@ -10,6 +10,7 @@ import torch
 # dm_ssl's lazy imports keep semilearn's NLP / audio nets (transformers) and ViTs (timm) out
 # of the workers, as out of every dm-ssl process (~6 s per worker at collection)
 import dm_ssl  # noqa: F401,E402
+from tests.loopback import server  # noqa: F401,E402  (the loopback HTTP server fixture)
 
 
 def pytest_configure(config):

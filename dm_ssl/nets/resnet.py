@@ -6,16 +6,14 @@ inputs). The trunk is torchvision's own modules, held directly by :class:`ResNet
 torchvision's names (``conv1``, ``bn1``, ``layer1``..``layer4``), so ManifoldMix finds the stages
 and torchvision / timm state dicts load key for key; the head is a new ``classifier``.
 
-Pretrained weights never come from the network. ``pretrained=True`` loads ``pretrained_path``
-(a local file, or a URL whose file is already in the torch hub cache), else the first of
-torchvision's standard files found in ``torch.hub.get_dir()/checkpoints`` or timm's ``tv_in1k`` /
-``tv2_in1k`` files in the Hugging Face cache; if none is there it raises one FileNotFoundError
-that says which files it looked for and how to put them there.
+``pretrained=True`` loads ``pretrained_path`` (a local file, or a URL), else torchvision's
+``IMAGENET1K_V1`` weights; a URL's file comes from the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``), downloaded through ``torch.hub`` when missing, unless
+``HF_HUB_OFFLINE=1``: then one FileNotFoundError says which file to put where.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import pickle
@@ -35,9 +33,6 @@ _TV_WEIGHTS = {
     "resnet50": ("ResNet50_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2")),
     "resnext50_32x4d": ("ResNeXt50_32X4D_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2")),
 }
-#: timm pretrained tags accepted from the Hugging Face cache (the torchvision-trained ones only,
-#: so a cached timm file never silently swaps in another training recipe)
-_TIMM_TAGS = ("tv_in1k", "tv2_in1k")
 #: state-dict keys of the original heads, dropped before loading (the new head starts fresh)
 _HEAD_PREFIXES = ("fc.", "classifier.")
 #: containers a checkpoint may wrap its state dict in, tried in this order
@@ -222,74 +217,57 @@ def load_pretrained(model: ResNet, path: str, strict: bool = True) -> LoadReport
                       tuple(missing_all))
 
 
-def _hf_hub_cache() -> str:
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    hf_home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
-    return os.path.join(hf_home, "hub")
+def offline() -> bool:
+    """``HF_HUB_OFFLINE=1`` (Hugging Face's switch, honoured for torchvision's weights too)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def pretrained_candidates(arch: str) -> List[Tuple[str, str]]:
-    """``(path, url)`` of the cached weight files :func:`find_pretrained` looks for, in order.
-
-    torchvision's standard files in ``torch.hub.get_dir()/checkpoints`` (what
-    ``load_state_dict_from_url`` would have cached), then timm's ``tv_in1k``/``tv2_in1k`` in the
-    Hugging Face cache (a glob pattern over snapshots). Nothing is downloaded.
-    """
+def _weights_url(arch: str) -> str:
+    """The URL of torchvision's ImageNet weights for ``arch`` (``IMAGENET1K_V1``: the weights
+    Self-Tuning and the paper's fine-grained runs start from)."""
     if arch not in _TV_WEIGHTS:
         raise ValueError(f"no standard pretrained weights are known for {arch!r}; pass "
                          "pretrained_path")
     enum_name, members = _TV_WEIGHTS[arch]
-    enum = getattr(torchvision.models, enum_name)
-    ckpt_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
-    out = []
-    for member in members:
-        url = getattr(enum, member).url
-        out.append((os.path.join(ckpt_dir, os.path.basename(urlparse(url).path)), url))
-    for tag in _TIMM_TAGS:
-        repo = os.path.join(_hf_hub_cache(), f"models--timm--{arch}.{tag}", "snapshots", "*")
-        for fname in ("model.safetensors", "pytorch_model.bin"):
-            out.append((os.path.join(repo, fname),
-                        f"https://huggingface.co/timm/{arch}.{tag}/resolve/main/{fname}"))
-    return out
+    return getattr(getattr(torchvision.models, enum_name), members[0]).url
 
 
-def find_pretrained(arch: str) -> str:
-    """The first cached weight file for ``arch`` (:func:`pretrained_candidates`).
+def fetch_weights(url: str) -> str:
+    """The torch hub cache file of ``url`` (``torch.hub.get_dir()/checkpoints``, i.e.
+    ``$TORCH_HOME/hub/checkpoints``), downloaded first when missing.
 
-    Raises FileNotFoundError naming the expected files and directories and how to fill them.
+    The download is ``torch.hub.download_url_to_file`` (what ``load_state_dict_from_url`` and
+    torchvision's ``Weights.get_state_dict`` use): a temporary file renamed on success, its
+    SHA-256 checked against the prefix in torchvision's file name. Offline
+    (:func:`offline`) or on a failed download: one FileNotFoundError naming the file and URL.
     """
-    candidates = pretrained_candidates(arch)
-    for pattern, _ in candidates:
-        hits = sorted(glob.glob(pattern)) if "*" in pattern else [pattern]
-        hits = [h for h in hits if os.path.isfile(h)]
-        if hits:
-            return hits[-1]
-    tv = [(p, u) for p, u in candidates if "*" not in p]
-    ckpt_dir = os.path.dirname(tv[0][0])
-    raise FileNotFoundError(
-        f"pretrained=True: no ImageNet weights for {arch} found, and dm_ssl never downloads. "
-        f"Expected one of {', '.join(os.path.basename(p) for p, _ in tv)} in {ckpt_dir} "
-        f"(torch.hub.get_dir()/checkpoints; set TORCH_HOME to move it), or timm's "
-        f"{arch}.{'/'.join(_TIMM_TAGS)} in the Hugging Face cache {_hf_hub_cache()}. "
-        f"On a machine with internet download {tv[0][1]} and copy it to {tv[0][0]}, "
-        f"or pass pretrained_path=/path/to/weights.pth (config key pretrain_path)")
+    name = os.path.basename(urlparse(url).path)
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", name)
+    if os.path.isfile(cached):
+        return cached
+    how = (f"download {url} on a machine with internet and copy it to {cached} (set TORCH_HOME "
+           "to move the cache), or pass pretrained_path=/path/to/weights.pth")
+    if offline():
+        raise FileNotFoundError(f"pretrained weights {name} are not in the torch hub cache and "
+                                f"HF_HUB_OFFLINE is set: {how}")
+    match = torch.hub.HASH_REGEX.search(name)
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, cached, match.group(1) if match else None,
+                                       progress=True)
+    except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
+        raise FileNotFoundError(f"pretrained weights {name}: download failed ({err}); "
+                                f"{how}") from None
+    return cached
 
 
 def resolve_pretrained_path(pretrained_path: Optional[str]) -> Optional[str]:
-    """``pretrained_path`` as a local file: a URL maps to its torch-hub cache file, if present."""
+    """``pretrained_path`` as a local file: a URL is its torch hub cache file
+    (:func:`fetch_weights`)."""
     if not pretrained_path:
         return None
     if urlparse(str(pretrained_path)).scheme in ("http", "https"):
-        name = os.path.basename(urlparse(pretrained_path).path)
-        cached = os.path.join(torch.hub.get_dir(), "checkpoints", name)
-        if not os.path.isfile(cached):
-            raise FileNotFoundError(
-                f"pretrained_path is a URL ({pretrained_path}) and dm_ssl never downloads: "
-                f"download it on a machine with internet and copy it to {cached}, or pass the "
-                "local file as pretrained_path")
-        return cached
+        return fetch_weights(str(pretrained_path))
     return os.fspath(pretrained_path)
 
 
@@ -304,7 +282,7 @@ def _build(arch: str, num_classes: int, pretrained: bool, pretrained_path: Optio
             if cifar_stem:
                 raise ValueError(f"{name}: there are no standard pretrained weights for the "
                                  "CIFAR stem; pass pretrained_path (a checkpoint of this net)")
-            path = find_pretrained(arch)
+            path = fetch_weights(_weights_url(arch))
         load_pretrained(model, path)
     return model
 
@@ -387,6 +365,6 @@ def head_lr_groups(model: nn.Module, lr: float, head_mult: float = 10.0,
     return groups
 
 
-__all__ = ["LoadReport", "ResNet", "cifar_resnet18", "cifar_resnext50", "find_pretrained",
-           "head_lr_groups", "load_pretrained", "pretrained_candidates",
-           "resolve_pretrained_path", "resnet18", "resnet50", "resnext50_32x4d"]
+__all__ = ["LoadReport", "ResNet", "cifar_resnet18", "cifar_resnext50", "fetch_weights",
+           "head_lr_groups", "load_pretrained", "offline", "resolve_pretrained_path",
+           "resnet18", "resnet50", "resnext50_32x4d"]

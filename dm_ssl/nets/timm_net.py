@@ -4,12 +4,14 @@ DeiT-S, Swin-T, ...; spec §6.3, §7). Config ``net: timm/<model>``, e.g.
 
 timm's models already split ``forward_features`` and ``forward_head``; this wrapper returns
 ``{'logits', 'feat'}`` with ``feat`` the pre-logits features, and keeps timm's own modules
-(so timm's optimizers, EMA and layer decay apply as usual). Weights come only from a local
-file (``pretrained_path``): a run never downloads.
+(so timm's optimizers, EMA and layer decay apply as usual). ``pretrained=True`` loads
+``pretrained_path`` when given, else timm's own pretrained weights through the Hugging Face Hub
+cache (``HF_HOME``; downloaded when missing, never with ``HF_HUB_OFFLINE=1``).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Union
 
 import torch
@@ -19,13 +21,15 @@ from torch import Tensor, nn
 class TimmNet(nn.Module):
     """A timm model as a semilearn net: ``forward(x) -> {'logits', 'feat'}``."""
 
-    def __init__(self, name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) -> None:
+    def __init__(self, name: str, num_classes: int, in_channels: int = 3,
+                 pretrained: bool = False, **kwargs: Any) -> None:
         super().__init__()
         import timm
 
         if not timm.is_model(name):
             raise ValueError(f"net: timm has no model {name!r}")
-        self.model = timm.create_model(name, pretrained=False, num_classes=num_classes,
+        # pretrained: timm's weights through the Hugging Face Hub cache, old head dropped
+        self.model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes,
                                        in_chans=in_channels, **kwargs)
         self.num_features = self.model.num_features
         self.classifier = self.model.get_classifier()
@@ -46,12 +50,13 @@ class TimmNet(nn.Module):
 
 def timm_net(name: str, num_classes: int, pretrained: bool = False, pretrained_path: Any = None,
              in_channels: int = 3, **kwargs: Any) -> TimmNet:
-    """Builder for ``net: timm/<name>``; ImageNet weights only from ``pretrained_path``."""
+    """Builder for ``net: timm/<name>``; ImageNet weights from ``pretrained_path`` or timm's
+    Hugging Face Hub weights (``timm.create_model(pretrained=True)``: the old head is dropped,
+    the stem adapted to ``in_channels`` by timm)."""
+    if pretrained and not pretrained_path:
+        return _from_hub(name, num_classes, in_channels, **kwargs)
     net = TimmNet(name, num_classes, in_channels=in_channels, **kwargs)
     if pretrained:
-        if not pretrained_path:
-            raise ValueError(f"net timm/{name}: pretrained=True needs pretrained_path (a local "
-                             "state dict); dm_ssl never downloads weights")
         try:
             state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
@@ -68,3 +73,18 @@ def timm_net(name: str, num_classes: int, pretrained: bool = False, pretrained_p
             raise ValueError(f"pretrained_path {pretrained_path}: does not fit timm/{name} "
                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     return net
+
+
+def _from_hub(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> TimmNet:
+    """A :class:`TimmNet` built by timm with its pretrained weights; one clear error if not."""
+    try:
+        return TimmNet(name, num_classes, in_channels=in_channels, pretrained=True, **kwargs)
+    except (OSError, RuntimeError) as err:
+        # huggingface_hub's offline / not-cached / HTTP errors are OSErrors; timm raises
+        # RuntimeError for a model without pretrained weights
+        hub = os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FileNotFoundError(
+            f"net timm/{name}: its pretrained weights could not be loaded through timm / the "
+            f"Hugging Face Hub cache ({hub}): {why}. Run once with internet (without "
+            "HF_HUB_OFFLINE), or pass pretrained_path=/path/to/state_dict.pth") from None

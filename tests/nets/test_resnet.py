@@ -1,4 +1,6 @@
 import argparse
+import hashlib
+import io
 import os
 
 import pytest
@@ -8,9 +10,9 @@ from torch import nn
 
 from dm_ssl.mixers import ManifoldMix, detect_layers
 from dm_ssl.nets import NETS, get_net_builder
+from dm_ssl.nets import resnet as resnet_mod
 from dm_ssl.nets.resnet import (
     ResNet,
-    find_pretrained,
     head_lr_groups,
     load_pretrained,
     resnet18,
@@ -28,19 +30,28 @@ ARCHS = {  # config name -> (torchvision arch, num_features, CIFAR stem)
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Any attempt to download fails the test."""
+    """Any attempt to download from anywhere but the loopback server fails the test."""
+    real = torch.hub.download_url_to_file
+
     def refuse(*args, **kwargs):
         raise AssertionError("tried to download")
 
+    def loopback_only(url, *args, **kwargs):
+        if not url.startswith("http://127.0.0.1:"):
+            raise AssertionError(f"tried to download {url}")
+        return real(url, *args, **kwargs)
+
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", loopback_only)
 
 
 @pytest.fixture
 def hub_dir(tmp_path, monkeypatch):
-    """An empty torch hub dir and Hugging Face cache."""
+    """An empty torch hub dir and Hugging Face cache, offline (a test downloads only from the
+    loopback server, with HF_HUB_OFFLINE removed)."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return tmp_path / "hub"
 
 
@@ -177,9 +188,8 @@ def test_load_report_and_wrapped_formats(tmp_path):
         assert len(report.loaded) == len(sd) - 2, name
 
 
-def test_load_timm_state_dict_and_hf_cache(tmp_path, hub_dir):
+def test_load_timm_state_dict(tmp_path, hub_dir):
     timm = pytest.importorskip("timm")
-    from safetensors.torch import save_file
 
     torch.manual_seed(5)
     ref = timm.create_model("resnet18", pretrained=False, num_classes=1000)
@@ -187,13 +197,6 @@ def test_load_timm_state_dict_and_hf_cache(tmp_path, hub_dir):
     torch.save(ref.state_dict(), path)
     model = resnet18(num_classes=4, pretrained=True, pretrained_path=str(path))
     assert trunk_equal(model, ref)
-    # a timm tv_in1k file in the Hugging Face cache is found by pretrained=True
-    snap = tmp_path / "hf" / "models--timm--resnet18.tv_in1k" / "snapshots" / "abc123"
-    snap.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
-              str(snap / "model.safetensors"))
-    assert find_pretrained("resnet18") == str(snap / "model.safetensors")
-    assert trunk_equal(resnet18(num_classes=4, pretrained=True), ref)
 
 
 def test_other_architecture_is_a_clear_error(tmp_path):
@@ -252,7 +255,7 @@ def test_pretrained_without_path_and_empty_hub_dir(hub_dir, name, expected):
         NETS[name](num_classes=3, pretrained=True)
     msg = str(err.value)
     assert expected in msg and str(hub_dir / "checkpoints") in msg
-    assert "pretrained_path" in msg and "never downloads" in msg
+    assert "pretrained_path" in msg and "HF_HUB_OFFLINE" in msg
 
 
 def test_cifar_variant_has_no_standard_weights(hub_dir):
@@ -270,7 +273,7 @@ def test_hub_cache_file_is_found_and_loaded(hub_dir):
     url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
     assert trunk_equal(resnet18(num_classes=9, pretrained=True, pretrained_path=url), ref)
     os.remove(hub_dir / "checkpoints" / "resnet18-f37072fd.pth")
-    with pytest.raises(FileNotFoundError, match="never downloads.*resnet18-f37072fd.pth"):
+    with pytest.raises(FileNotFoundError, match="resnet18-f37072fd.pth.*HF_HUB_OFFLINE"):
         resnet18(num_classes=9, pretrained=True, pretrained_path=url)
 
 
@@ -345,3 +348,73 @@ def test_manifoldmix_auto_detection(name):
     torch.testing.assert_close(seen[1], lam * seen[0] + (1 - lam) * seen[0][[1, 0]])
     assert not torch.allclose(out["logits"], clean["logits"])
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def _serve_weights(server, monkeypatch, state, name=None):
+    """``state`` saved as torchvision names its files (``resnet18-<sha256[:8]>.pth``, or
+    ``name``) on the loopback server, which torchvision's URL for resnet18 is pointed at."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    body = buf.getvalue()
+    name = name or f"resnet18-{hashlib.sha256(body).hexdigest()[:8]}.pth"
+    server.files["/models/" + name] = body
+    monkeypatch.setattr(resnet_mod, "_weights_url", lambda arch: f"{server.url}/models/{name}")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    return name
+
+
+def test_missing_weights_are_downloaded_through_torch_hub(hub_dir, server, monkeypatch):
+    ref = random_tv("resnet18")
+    name = _serve_weights(server, monkeypatch, ref.state_dict())
+    model = NETS["resnet18"](num_classes=5, pretrained=True)
+    assert trunk_equal(model, ref)
+    assert sorted(os.listdir(hub_dir / "checkpoints")) == [name]   # no temporary file left
+    # the second build reads the cache: no second request
+    NETS["resnet18"](num_classes=5, pretrained=True)
+    assert len(server.gets) == 1
+
+
+def test_a_download_with_the_wrong_hash_or_no_server_leaves_nothing(hub_dir, server,
+                                                                    monkeypatch):
+    _serve_weights(server, monkeypatch, random_tv("resnet18").state_dict(),
+                   name="resnet18-00000000.pth")
+    with pytest.raises(FileNotFoundError, match=r"resnet18-00000000.pth: download failed.*"
+                                                r"pretrained_path"):
+        NETS["resnet18"](num_classes=5, pretrained=True)
+    assert not (hub_dir / "checkpoints").exists() or not os.listdir(hub_dir / "checkpoints")
+    server.close()
+    with pytest.raises(FileNotFoundError, match="download failed"):
+        NETS["resnet18"](num_classes=5, pretrained=True)
+
+
+def test_timm_weights_come_from_the_hugging_face_cache(tmp_path, monkeypatch):
+    """net: timm/<name>, pretrained: true: timm's own loading, offline, from an HF cache in
+    huggingface_hub's layout; an empty cache is one clear error."""
+    timm = pytest.importorskip("timm")
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    from dm_ssl.nets.timm_net import timm_net
+
+    name = "test_resnet.r160_in1k"
+    torch.manual_seed(3)
+    ref = timm.create_model(name, pretrained=False)
+    # huggingface_hub reads HF_HUB_OFFLINE / HF_HUB_CACHE when imported: set its constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match=rf"timm/{name}: its pretrained weights.*"
+                                                "pretrained_path"):
+        timm_net(name, num_classes=3, pretrained=True)
+    repo = tmp_path / "hf" / f"models--timm--{name}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
+              str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    net = timm_net(name, num_classes=3, pretrained=True)
+    head = ref.pretrained_cfg["classifier"]
+    own = net.model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in ref.state_dict().items()
+               if not k.startswith(head + "."))
+    assert net.classifier.out_features == 3
