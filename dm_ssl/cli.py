@@ -7,6 +7,7 @@
                  [--dry-run] [--data-dir DIR] [--device ...] [--set key=value ...]
     dm-ssl report RUNS_DIR... [--table NAME] [--format md|csv|latex] [--plots DIR]
     dm-ssl data download NAME [--data-dir DIR]
+    dm-ssl doctor [--config FILE]
 
 Only the command line lives here: arguments, dispatch, exit codes and the third-party warning
 filters. Configs: :mod:`dm_ssl.config`; a run's lifecycle: :mod:`dm_ssl.run`; sweeps and
@@ -91,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                                  "fgvc_aircraft)")
     dl.add_argument("--data-dir", default="./data",
                     help="where the dataset goes: the config's data_dir (default: ./data)")
+    dr = sub.add_parser("doctor", help="versions, devices and, for a config, whether its run "
+                                       "would start (dataset, weights, disk)", parents=[common])
+    dr.add_argument("--config", help="a config to check (optional)")
+    dr.add_argument("--data-dir")
+    dr.add_argument("--save-dir")
+    dr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     rp = sub.add_parser("report", help="mean ± std per table cell beside the paper's number",
                         parents=[common])
     rp.add_argument("runs", nargs="+", metavar="RUNS_DIR",
@@ -170,6 +177,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         root = fetch_dataset(get_dataset(args.name), args.data_dir)
         print(f"dm-ssl: {args.name} is in {os.path.abspath(root)} (data_dir: {args.data_dir})",
               file=sys.stderr)
+    elif args.command == "doctor":
+        from dm_ssl.config import validate
+        from dm_ssl.run.doctor import doctor, render
+
+        cfg = None
+        if args.config:
+            cfg = validate(command_line_config(args.config, args.overrides,
+                                               data_dir=args.data_dir,
+                                               save_dir=args.save_dir)[0])
+        rows = doctor(cfg)
+        print(render(rows))
+        failed = [r.what for r in rows if r.status == "fail"]
+        if failed:
+            print(f"dm-ssl doctor: would stop the run: {', '.join(failed)}", file=sys.stderr)
+        return 1 if failed else 0
     elif args.command == "report":
         from dm_ssl.experiments.commands import report_command
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -52,36 +52,19 @@ def is_main(cfg: Dict[str, Any]) -> bool:
     return not cfg.get("distributed") or cfg.get("rank", 0) == 0
 
 
-def prepare_run(cfg: Dict[str, Any], record: bool = True, staged: bool = False):
-    """Datasets, logger, tensorboard and the algorithm for a validated config. ``staged``
-    (``dm-ssl train``): nothing of the run's record is written yet, its log lines and
-    tensorboard wait for :func:`dm_ssl.run.staging.commit`; ``record`` False (``dm-ssl eval``):
-    they never go to the run directory."""
-    from semilearn.core.utils import TBLog, get_logger
-
-    from dm_ssl.algorithms import build_algorithm
+def build_datasets(cfg: Dict[str, Any], run_dir: Path) -> Tuple[Dict[str, Any], Any]:
+    """The config's datasets (``train_lb``, ``train_ulb``, ``eval``; splits saved in, or read
+    from, ``run_dir``) and their info, by the builder its dataset and algorithm call for.
+    A dataset that cannot be read is a ConfigError; with an official download, it says how to
+    let dm-ssl fetch it."""
     from dm_ssl.data import DatasetError, build_ssl_datasets
 
-    from .staging import commit, staged_logger
-
-    run_dir = Path(cfg["save_dir"]) / cfg["save_name"]
     data_dir = cfg.get("data_dir")
     if data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():
         raise ConfigError(f"data_dir {data_dir} is a file, not a folder: point --data-dir (or "
                           "the config's data_dir) at the folder that holds the dataset")
-    barrier = None
-    if cfg.get("distributed"):
-        import torch.distributed as dist
-
-        barrier = dist.barrier
-        if not is_main(cfg):  # rank 0 writes the split first, the others read it
-            barrier()
     entry = DATASETS.get(cfg["dataset"])
     try:
-        if cfg.get("download") and is_main(cfg) and entry is not None:
-            from dm_ssl.data.download import fetch_dataset
-
-            fetch_dataset(entry, cfg.get("data_dir") or "./data")  # the others wait (barrier)
         transfer = entry is not None and entry.transfer is not None
         if is_supervised(cfg["algorithm"]) and not transfer:
             from dm_ssl.data import build_supervised_datasets
@@ -121,6 +104,38 @@ def prepare_run(cfg: Dict[str, Any], record: bool = True, staged: bool = False):
                 hint = (f" — or let dm-ssl fetch it: --download (download: true), or dm-ssl "
                         f"data download {cfg['dataset']} --data-dir {cfg.get('data_dir')}")
         raise ConfigError(f"{err}{hint}") from None
+    return dsets, info
+
+
+def prepare_run(cfg: Dict[str, Any], record: bool = True, staged: bool = False):
+    """Datasets, logger, tensorboard and the algorithm for a validated config. ``staged``
+    (``dm-ssl train``): nothing of the run's record is written yet, its log lines and
+    tensorboard wait for :func:`dm_ssl.run.staging.commit`; ``record`` False (``dm-ssl eval``):
+    they never go to the run directory."""
+    from semilearn.core.utils import TBLog, get_logger
+
+    from dm_ssl.algorithms import build_algorithm
+    from dm_ssl.data import DatasetError
+
+    from .staging import commit, staged_logger
+
+    run_dir = Path(cfg["save_dir"]) / cfg["save_name"]
+    barrier = None
+    if cfg.get("distributed"):
+        import torch.distributed as dist
+
+        barrier = dist.barrier
+        if not is_main(cfg):  # rank 0 writes the split first, the others read it
+            barrier()
+    try:
+        if cfg.get("download") and is_main(cfg) and cfg["dataset"] in DATASETS:
+            from dm_ssl.data.download import fetch_dataset
+
+            # the others wait (barrier)
+            fetch_dataset(DATASETS[cfg["dataset"]], cfg.get("data_dir") or "./data")
+        dsets, info = build_datasets(cfg, run_dir)
+    except DatasetError as err:  # a download's failure
+        raise ConfigError(str(err)) from None
     finally:
         if barrier is not None and is_main(cfg):
             barrier()
