@@ -17,8 +17,9 @@ def test_timm_net_interface(name, kw):
     torch.testing.assert_close(net(out["feat"], only_fc=True), out["logits"])
 
 
-def test_timm_net_loads_local_weights_without_the_old_head(tmp_path):
+def test_timm_net_loads_local_weights_without_the_old_head(tmp_path, monkeypatch):
     import timm
+    from huggingface_hub import constants
 
     src = timm.create_model("resnet34", pretrained=False, num_classes=1000)
     path = tmp_path / "r34.pth"
@@ -26,7 +27,10 @@ def test_timm_net_loads_local_weights_without_the_old_head(tmp_path):
     net = get_net_builder("timm/resnet34")(num_classes=5, pretrained=True, pretrained_path=path)
     torch.testing.assert_close(net.model.conv1.weight, src.conv1.weight)
     assert net.model.fc.out_features == 5
-    with pytest.raises(ValueError, match="pretrained_path"):
+    # without a path: timm's Hub weights; offline with an empty cache, one clear error
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(FileNotFoundError, match="timm/resnet34: its pretrained.*pretrained_path"):
         get_net_builder("timm/resnet34")(num_classes=5, pretrained=True)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         get_net_builder("timm/resnet34")(num_classes=5, pretrained=True,
