@@ -106,3 +106,20 @@ def test_render_and_exit_status_follow_the_rows(monkeypatch, capsys, status, cod
     monkeypatch.setattr(doc, "environment", lambda: [doc.Check("x", status, "a | b")])
     assert cli.main(["doctor"]) == code
     assert f"| x | {status} | a / b |" in capsys.readouterr().out
+
+
+def test_timm_weights_are_looked_up_in_the_hugging_face_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    row = doc._timm_weights("test_resnet.r160_in1k")
+    assert row.status == "fail" and "timm/test_resnet.r160_in1k" in row.detail
+    snap = tmp_path / "hf" / "models--timm--test_resnet.r160_in1k"
+    (snap / "refs").mkdir(parents=True)
+    (snap / "refs" / "main").write_text("0" * 40)
+    (snap / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (snap / "snapshots" / ("0" * 40) / "model.safetensors").write_bytes(b"x")
+    row = doc._timm_weights("test_resnet.r160_in1k")
+    assert row.status == "ok" and row.detail.endswith("model.safetensors")
+    assert doc._timm_weights("not_a_model").status == "fail"
