@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
+from torchvision.datasets import CIFAR10, CIFAR100
 
 from .cifar import cifar_class_names, load_cifar
 from .digits import (
@@ -180,6 +181,12 @@ def _paths(reader: Callable[[PathLike, str], list[tuple[str, int]]],
     return read
 
 
+def _torchvision_source(dataset: Any) -> Source:
+    """A torchvision dataset class's official archive (its ``url``, ``filename``,
+    ``base_folder``, ``tgz_md5``)."""
+    return Source(dataset.url, dataset.filename, dataset.base_folder, dataset.tgz_md5)
+
+
 def _cifar(name: str, title: str, k: int, source: Source) -> Dataset:
     mean, std = tuple(MEAN[name]), tuple(STD[name])
     return Dataset(
@@ -218,13 +225,9 @@ DIGITS = Dataset(
 
 #: every dataset dm_ssl reads, by config name
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
-    # the archives' MD5: torchvision's CIFAR10 / CIFAR100
-    _cifar("cifar10", "CIFAR-10", 10, Source(
-        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
-        "cifar-10-batches-py", "c58f30108f718f92721af3b95e74349a")),
-    _cifar("cifar100", "CIFAR-100", 100, Source(
-        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
-        "cifar-100-python", "eb9058c3a382ffc7106e4002c42a8d85")),
+    # the archives as torchvision's CIFAR10 / CIFAR100 know them (URL, file, folder, MD5)
+    _cifar("cifar10", "CIFAR-10", 10, _torchvision_source(CIFAR10)),
+    _cifar("cifar100", "CIFAR-100", 100, _torchvision_source(CIFAR100)),
     DIGITS,
     # as many classes as wnids.txt lists (200 in the official set; a subset of it works too)
     Dataset("tinyimagenet", "Tiny-ImageNet-200", "Tiny-ImageNet", TINYIMAGENET_NUM_CLASSES,

@@ -26,12 +26,12 @@ from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
 
-#: torchvision weight enum per architecture, and its members in order of preference
-#: (V1 first: the weights Self-Tuning and the paper's fine-grained runs start from)
+#: torchvision's weight enum per architecture; ``IMAGENET1K_V1`` is used: the weights
+#: Self-Tuning and the paper's fine-grained runs start from
 _TV_WEIGHTS = {
-    "resnet18": ("ResNet18_Weights", ("IMAGENET1K_V1",)),
-    "resnet50": ("ResNet50_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2")),
-    "resnext50_32x4d": ("ResNeXt50_32X4D_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2")),
+    "resnet18": "ResNet18_Weights",
+    "resnet50": "ResNet50_Weights",
+    "resnext50_32x4d": "ResNeXt50_32X4D_Weights",
 }
 #: state-dict keys of the original heads, dropped before loading (the new head starts fresh)
 _HEAD_PREFIXES = ("fc.", "classifier.")
@@ -222,14 +222,19 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _weights_url(arch: str) -> str:
-    """The URL of torchvision's ImageNet weights for ``arch`` (``IMAGENET1K_V1``: the weights
-    Self-Tuning and the paper's fine-grained runs start from)."""
+def weights_url(arch: str) -> str:
+    """The URL of torchvision's ``IMAGENET1K_V1`` weights for ``arch``."""
     if arch not in _TV_WEIGHTS:
         raise ValueError(f"no standard pretrained weights are known for {arch!r}; pass "
                          "pretrained_path")
-    enum_name, members = _TV_WEIGHTS[arch]
-    return getattr(getattr(torchvision.models, enum_name), members[0]).url
+    return getattr(torchvision.models, _TV_WEIGHTS[arch]).IMAGENET1K_V1.url
+
+
+def cached_weights(url: str) -> str:
+    """Where the torch hub cache keeps ``url``'s file (``$TORCH_HOME/hub/checkpoints/NAME``),
+    whether or not it is there yet."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints",
+                        os.path.basename(urlparse(url).path))
 
 
 def fetch_weights(url: str) -> str:
@@ -241,8 +246,8 @@ def fetch_weights(url: str) -> str:
     SHA-256 checked against the prefix in torchvision's file name. Offline
     (:func:`offline`) or on a failed download: one FileNotFoundError naming the file and URL.
     """
-    name = os.path.basename(urlparse(url).path)
-    cached = os.path.join(torch.hub.get_dir(), "checkpoints", name)
+    cached = cached_weights(url)
+    name = os.path.basename(cached)
     if os.path.isfile(cached):
         return cached
     how = (f"download {url} on a machine with internet and copy it to {cached} (set TORCH_HOME "
@@ -282,7 +287,7 @@ def _build(arch: str, num_classes: int, pretrained: bool, pretrained_path: Optio
             if cifar_stem:
                 raise ValueError(f"{name}: there are no standard pretrained weights for the "
                                  "CIFAR stem; pass pretrained_path (a checkpoint of this net)")
-            path = fetch_weights(_weights_url(arch))
+            path = fetch_weights(weights_url(arch))
         load_pretrained(model, path)
     return model
 
@@ -365,6 +370,7 @@ def head_lr_groups(model: nn.Module, lr: float, head_mult: float = 10.0,
     return groups
 
 
-__all__ = ["LoadReport", "ResNet", "cifar_resnet18", "cifar_resnext50", "fetch_weights",
+__all__ = ["LoadReport", "ResNet", "cached_weights", "cifar_resnet18", "cifar_resnext50",
+           "fetch_weights",
            "head_lr_groups", "load_pretrained", "offline", "resolve_pretrained_path",
-           "resnet18", "resnet50", "resnext50_32x4d"]
+           "resnet18", "resnet50", "resnext50_32x4d", "weights_url"]

@@ -11,7 +11,6 @@ cache (``HF_HOME``; downloaded when missing, never with ``HF_HUB_OFFLINE=1``).
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Union
 
 import torch
@@ -82,9 +81,10 @@ def _from_hub(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> T
     except (OSError, RuntimeError) as err:
         # huggingface_hub's offline / not-cached / HTTP errors are OSErrors; timm raises
         # RuntimeError for a model without pretrained weights
-        hub = os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        from huggingface_hub import constants
+
         why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FileNotFoundError(
             f"net timm/{name}: its pretrained weights could not be loaded through timm / the "
-            f"Hugging Face Hub cache ({hub}): {why}. Run once with internet (without "
-            "HF_HUB_OFFLINE), or pass pretrained_path=/path/to/state_dict.pth") from None
+            f"Hugging Face Hub cache ({constants.HF_HUB_CACHE}): {why}. Run once with internet "
+            "(without HF_HUB_OFFLINE), or pass pretrained_path=/path/to/state_dict.pth") from None

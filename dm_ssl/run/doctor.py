@@ -107,11 +107,11 @@ def _weights(cfg: Dict[str, Any]) -> Optional[Check]:
         return _timm_weights(net.removeprefix("timm/"))
     else:
         try:
-            url = resnet._weights_url(net)
+            url = resnet.weights_url(net)
         except ValueError as err:
             return Check("weights", "fail", f"net {net}: {err}")
-    name = os.path.basename(url)
-    cached = os.path.join(_hub_dir(), "checkpoints", name)
+    cached = resnet.cached_weights(url)
+    name = os.path.basename(cached)
     if os.path.isfile(cached):
         return Check("weights", "ok", cached)
     if resnet.offline():
@@ -119,12 +119,6 @@ def _weights(cfg: Dict[str, Any]) -> Optional[Check]:
                                         f"HF_HUB_OFFLINE is set: copy {url} there")
     return Check("weights", "warn", f"{name} not cached yet: the run downloads {url} into "
                                     f"{os.path.dirname(cached)}")
-
-
-def _hub_dir() -> str:
-    import torch
-
-    return torch.hub.get_dir()
 
 
 def _timm_weights(model: str) -> Check:

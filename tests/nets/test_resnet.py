@@ -358,7 +358,7 @@ def _serve_weights(server, monkeypatch, state, name=None):
     body = buf.getvalue()
     name = name or f"resnet18-{hashlib.sha256(body).hexdigest()[:8]}.pth"
     server.files["/models/" + name] = body
-    monkeypatch.setattr(resnet_mod, "_weights_url", lambda arch: f"{server.url}/models/{name}")
+    monkeypatch.setattr(resnet_mod, "weights_url", lambda arch: f"{server.url}/models/{name}")
     monkeypatch.delenv("HF_HUB_OFFLINE")
     return name
 
