@@ -1,5 +1,5 @@
-"""Reading one image file, for every reader that keeps images as files (fine-grained sets,
-Tiny-ImageNet, the device data path)."""
+"""Finding image files and reading one, for every reader that keeps images as files
+(fine-grained sets, Tiny-ImageNet, image folders, the device data path)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,24 @@ from PIL import Image
 from .errors import DatasetError
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+# torchvision.datasets.folder.IMG_EXTENSIONS, compared case-insensitively as there
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def is_image_file(name: str) -> bool:
+    """Whether a file name is an image torchvision's ImageFolder would read."""
+    # "._x.JPEG": macOS's AppleDouble metadata beside each file copied from a Mac, never an image
+    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith("._")
+
+
+def image_files(folder: PathLike) -> list[str]:
+    """Every image file under ``folder`` (recursively, links followed), sorted per folder."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        found += [os.path.join(dirpath, n) for n in sorted(filenames) if is_image_file(n)]
+    return found
 
 
 def load_rgb(path: PathLike) -> Image.Image:

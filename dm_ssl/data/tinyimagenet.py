@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .errors import DatasetError
+from .images import image_files, is_image_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -35,8 +36,6 @@ TINYIMAGENET_FOLDER = "tiny-imagenet-200"
 TINYIMAGENET_NUM_CLASSES = 200
 TINYIMAGENET_SPLITS = ("train", "val")
 IMAGE_FOLDER_SPLITS = ("train", "val")
-# torchvision.datasets.folder.IMG_EXTENSIONS, compared case-insensitively as there
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def _check_split(split: str, splits: tuple[str, ...]) -> None:
@@ -118,11 +117,6 @@ def tinyimagenet_class_names(root: PathLike) -> list[str]:
     return [words[w] for w in wnids]
 
 
-def _is_image(name: str) -> bool:
-    # "._x.JPEG": macOS's AppleDouble metadata beside each file copied from a Mac, never an image
-    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith("._")
-
-
 def _tiny_train(root: PathLike, folder: Path, wnids: list[str]) -> list[tuple[str, int]]:
     pairs: list[tuple[str, int]] = []
     for label, wnid in enumerate(wnids):
@@ -130,7 +124,7 @@ def _tiny_train(root: PathLike, folder: Path, wnids: list[str]) -> list[tuple[st
         if not images.is_dir():
             raise _tiny_error(root, images, f"missing folder {images} (class {wnid} of "
                                             "wnids.txt)")
-        names = sorted(n for n in os.listdir(images) if _is_image(n))
+        names = sorted(n for n in os.listdir(images) if is_image_file(n))
         if not names:
             raise _tiny_error(root, images, f"no images in {images}")
         pairs += [(os.fspath(images / n), label) for n in names]
@@ -218,14 +212,6 @@ def image_folder_classes(root: PathLike) -> list[str]:
     return classes
 
 
-def _images_under(folder: Path) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        found += [os.path.join(dirpath, n) for n in sorted(filenames) if _is_image(n)]
-    return found
-
-
 def read_image_folder(root: PathLike, split: str = "train") -> list[tuple[str, int]]:
     """``(image path, label)`` of every image of ``root/<split>/<class>/``, classes in
     :func:`image_folder_classes` order, images sorted (as torchvision's ``ImageFolder``).
@@ -249,7 +235,7 @@ def read_image_folder(root: PathLike, split: str = "train") -> list[tuple[str, i
     for label, name in enumerate(classes):
         if name not in present:  # only in val: a class without validation images
             continue
-        images = _images_under(base / name)
+        images = image_files(base / name)
         if not images:
             raise _folder_error(root, base / name, f"no images in {base / name}")
         pairs += [(p, label) for p in images]
