@@ -8,7 +8,7 @@
 Images are the files torchvision's ImageFolder reads (:data:`~dm_ssl.data.images.
 IMG_EXTENSIONS`, any case), found recursively and sorted, so the listing and hence the labels
 and the seeded splits drawn from them do not depend on the file system's order. Nothing here
-opens an image or imports semilearn. Every problem is one
+imports semilearn. Every problem is one
 :class:`~dm_ssl.data.errors.DatasetError` naming the folder or file.
 """
 
@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image
 
 from .errors import DatasetError
 from .images import image_files, is_image_file
@@ -123,3 +127,41 @@ def list_folder(root: PathLike) -> FolderListing:
         raise _error(root, eval_dir, f"no images in {eval_dir}")
     return FolderListing(root, tuple(classes), tuple(train), unlabeled, split,
                          tuple(evaluation))
+
+
+def decode_image(path: PathLike, size: int) -> np.ndarray:
+    """One image file as uint8 ``(size, size, 3)``: RGB (grey, palette, CMYK, alpha
+    converted as torchvision's ImageFolder does), squashed to ``size × size`` (Self-Tuning's
+    square resize). JPEGs decode at the smallest scale still ≥ ``size`` (PIL's draft)."""
+    with Image.open(path) as img:
+        img.draft("RGB", (size, size))
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")  # PIL warns when a palette's alpha goes straight to RGB
+        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def decode_all(root: Path, rels: Sequence[str], size: int, workers: int = 0
+               ) -> tuple[np.ndarray, dict[int, str]]:
+    """Every listed image decoded (:func:`decode_image`) into one uint8 array
+    ``(N, size, size, 3)``, in threads (PIL releases the GIL while decoding); ``errors``
+    maps the index of each file PIL could not read to why (its row stays zero)."""
+    out = np.zeros((len(rels), size, size, 3), dtype=np.uint8)
+    errors: dict[int, str] = {}
+
+    def one(i: int) -> None:
+        try:
+            out[i] = decode_image(root / rels[i], size)
+        except Exception as err:  # any failure to decode makes the file unreadable
+            errors[i] = f"{type(err).__name__}: {err}"
+
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(one, range(len(rels))))
+    return out, errors
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of uint8 ``(N, H, W, C)`` images over every
+    pixel, in [0, 1], accumulated in float64 (CIFAR's published statistics are so made)."""
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return tuple(x.mean(0).tolist()), tuple(x.std(0).tolist())

@@ -88,3 +88,35 @@ def test_missing_root_and_a_file_as_root(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(DatasetError, match="is not a folder"):
         list_folder(tmp_path / "f")
+
+
+def test_decode_any_mode_to_rgb_at_size(tree: Path, tmp_path: Path) -> None:
+    from dm_ssl.data.folder import decode_all, decode_image
+
+    grey = decode_image(tree / "train" / "zèbre" / "b.png", 8)
+    assert grey.shape == (8, 8, 3) and grey.dtype == np.uint8
+    assert (grey[..., 0] == grey[..., 1]).all()  # grey replicated, as ImageFolder's RGB
+    pal = tmp_path / "p.png"
+    img = Image.new("P", (5, 3))
+    img.info["transparency"] = 0
+    img.save(pal, transparency=0)
+    cmyk = tmp_path / "c.jpg"
+    Image.new("CMYK", (6, 6), (0, 255, 0, 0)).save(cmyk)
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    rels = ["p.png", "c.jpg", "bad.jpg"]
+    out, errors = decode_all(tmp_path, rels, 4, workers=2)
+    assert out.shape == (3, 4, 4, 3) and set(errors) == {2}
+    assert errors[2].split(":")[0] in ("OSError", "UnidentifiedImageError")
+    assert not out[2].any()  # an unreadable file's row stays zero
+    np.testing.assert_allclose(out[1, 0, 0], (255, 0, 255), atol=40)  # CMYK magenta as RGB
+
+
+def test_channel_stats_match_a_float64_reference() -> None:
+    from dm_ssl.data.folder import channel_stats
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (5, 3, 4, 3), dtype=np.uint8)
+    mean, std = channel_stats(images)
+    ref = images.astype(np.float64) / 255
+    np.testing.assert_allclose(mean, ref.mean((0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(std, ref.std((0, 1, 2)), rtol=1e-12)
