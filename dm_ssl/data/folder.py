@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import DatasetError
-from .images import image_files, is_image_file
+from .images import image_files, is_image_file, load_rgb
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -133,12 +133,8 @@ def decode_image(path: PathLike, size: int) -> np.ndarray:
     """One image file as uint8 ``(size, size, 3)``: RGB (grey, palette, CMYK, alpha
     converted as torchvision's ImageFolder does), squashed to ``size × size`` (Self-Tuning's
     square resize). JPEGs decode at the smallest scale still ≥ ``size`` (PIL's draft)."""
-    with Image.open(path) as img:
-        img.draft("RGB", (size, size))
-        if img.mode == "P" and "transparency" in img.info:
-            img = img.convert("RGBA")  # PIL warns when a palette's alpha goes straight to RGB
-        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+    img = load_rgb(path, draft=(size, size))
+    return np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
 def decode_all(root: Path, rels: Sequence[str], size: int, workers: int = 0
@@ -153,7 +149,8 @@ def decode_all(root: Path, rels: Sequence[str], size: int, workers: int = 0
         try:
             out[i] = decode_image(root / rels[i], size)
         except Exception as err:  # any failure to decode makes the file unreadable
-            errors[i] = f"{type(err).__name__}: {err}"
+            cause = err.__cause__ if isinstance(err, DatasetError) and err.__cause__ else err
+            errors[i] = f"{type(cause).__name__}: {cause}"  # PIL's reason, not load_rgb's advice
 
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(one, range(len(rels))))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import Optional, Union
 
 from PIL import Image
 
@@ -31,10 +31,17 @@ def image_files(folder: PathLike) -> list[str]:
     return found
 
 
-def load_rgb(path: PathLike) -> Image.Image:
-    """Open an image file as an RGB PIL image (CUB holds a few grey and CMYK JPEGs)."""
+def load_rgb(path: PathLike, draft: Optional[tuple[int, int]] = None) -> Image.Image:
+    """Open an image file as an RGB PIL image (CUB holds a few grey and CMYK JPEGs; users'
+    folders palette PNGs with transparency too). ``draft``: a JPEG decodes at the smallest
+    scale still at least this size (PIL's draft mode), for callers that shrink it anyway."""
     try:
         with Image.open(path) as img:
+            if draft is not None:
+                img.draft("RGB", draft)
+            if img.mode == "P" and "transparency" in img.info:
+                # the same RGB values; PIL warns when a palette's alpha goes straight to RGB
+                img = img.convert("RGBA")
             return img.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise DatasetError(f"cannot read image {os.fspath(path)} ({type(err).__name__}: "
